@@ -1,0 +1,1 @@
+"""lvs.cf: grammar (text -> tree), model (typed objects), validation, writer."""

@@ -1,0 +1,29 @@
+"""pyrhfos: a drop-in reimplementation of Red Hat Piranha's pulse/fos failover daemon."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="pyrhfos",
+    version="0.1.0",
+    description="Two-node IP failover daemon, drop-in for Red Hat Piranha's pulse/fos",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="GPL-2.0-or-later",
+    packages=find_packages(include=["pyrhfos", "pyrhfos.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        "pyparsing>=3.1,<4",
+        "psutil>=5.9,<8",
+        "pyroute2>=0.7.12,<0.10",
+        "scapy>=2.5,<2.9",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8,<10",
+            "hypothesis>=6.100,<7",
+            "ruff>=0.5",
+        ],
+    },
+    entry_points={"console_scripts": ["pulse=pyrhfos.cli:main"]},
+    data_files=[("share/doc/pyrhfos", ["etc/lvs.cf.example"])],
+)
