@@ -238,9 +238,7 @@ class Cluster:
 
     def partner_alive(self, now: float) -> bool:
         last = self.partner.last()
-        return (
-            last is not None and not self.partner.left and now - last < self.timers.deadtime
-        )
+        return last is not None and not self.partner.left and now - last < self.timers.deadtime
 
     def in_holddown(self, now: float) -> bool:
         return now < self.hold_until

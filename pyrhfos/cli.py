@@ -1,0 +1,210 @@
+"""The ``pulse`` command: Piranha's options, ``--check``, daemonizing, pid file and logging.
+
+Everything here is start-up plumbing; the running daemon lives in daemon.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import logging.handlers
+import os
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+
+DEFAULT_CONFIGS = ("/etc/sysconfig/ha/lvs.cf", "/etc/lvs.cf")
+DEFAULT_PIDFILE = "/var/run/pulse.pid"
+EXIT_CONFIG = 2  # bad lvs.cf, or a file this host cannot run
+
+log = logging.getLogger("pulse")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pulse",
+        description="Heartbeat and failover daemon for a primary/backup pair (drop-in for Piranha's pulse).",
+        add_help=False,
+    )
+    p.add_argument("-?", "-h", "--help", action="help", help="show this help and exit")
+    p.add_argument("--usage", action="store_true", help="show a one-line usage and exit")
+    p.add_argument("--version", action="version", version=f"pulse (pyrhfos) {__version__}")
+    p.add_argument(
+        "-c",
+        "--configfile",
+        metavar="FILE",
+        help="lvs.cf to use (default: {}, then {})".format(*DEFAULT_CONFIGS),
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="check the configuration, print a summary and exit (0: valid, 2: errors)",
+    )
+    p.add_argument("-n", "--nodaemon", action="store_true", help="stay in the foreground; log to stderr too")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
+    p.add_argument(
+        "--forceactive",
+        action="store_true",
+        help="primary: take the services back even if the backup is serving",
+    )
+    p.add_argument(
+        "-t",
+        "--test-start",
+        action="store_true",
+        help="run for real but take no VIP, send no ARP and run no command; log what would be done",
+    )
+    p.add_argument("--norun", action="store_true", help="historical name of --test-start")
+    p.add_argument("--lvs", metavar="PATH", help="accepted for Piranha compatibility; ignored (no lvs child)")
+    p.add_argument(
+        "--fos", metavar="PATH", help="accepted for Piranha compatibility; ignored (fos is built in)"
+    )
+    p.add_argument(
+        "--pidfile",
+        metavar="PATH",
+        default=DEFAULT_PIDFILE,
+        help=f"pid file (default {DEFAULT_PIDFILE}); give each daemon on one host its own",
+    )
+    p.add_argument(
+        "--garp-count",
+        type=int,
+        default=5,
+        metavar="N",
+        help="gratuitous ARPs sent per VIP after a takeover (default 5, as Piranha's send_arp)",
+    )
+    p.add_argument(
+        "--garp-interval", type=float, default=1.0, metavar="SECONDS", help="seconds between them (default 1)"
+    )
+    return p
+
+
+def find_config(given: str | None) -> str:
+    if given:
+        return given
+    for path in DEFAULT_CONFIGS:
+        if os.path.exists(path):
+            return path
+    return DEFAULT_CONFIGS[0]
+
+
+def setup_logging(nodaemon: bool, verbose: bool) -> None:
+    root = logging.getLogger("pulse")
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+    root.handlers.clear()
+    if os.path.exists("/dev/log"):
+        syslog = logging.handlers.SysLogHandler(address="/dev/log", facility="daemon")
+        syslog.ident = f"pulse[{os.getpid()}]: "
+        root.addHandler(syslog)
+    if nodaemon or not root.handlers:
+        err = logging.StreamHandler(sys.stderr)
+        err.setFormatter(logging.Formatter("%(asctime)s pulse[%(process)d]: %(message)s"))
+        root.addHandler(err)
+
+
+def daemonize() -> None:
+    """Classic double fork: no controlling terminal, not a process-group leader."""
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    os.chdir("/")
+    os.umask(0o022)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def load_or_report(path: str) -> object:
+    """Load lvs.cf; on errors print them as FILE:LINE:COL lines and return None."""
+    from .config import ConfigError, load
+
+    try:
+        cfg, warnings = load(path)
+    except ConfigError as e:
+        print(str(e), file=sys.stderr)
+        return None
+    for w in warnings:
+        print(str(w), file=sys.stderr)
+    return cfg
+
+
+def cmd_check(path: str) -> int:
+    from .config.summary import format_summary, local_ipv4_addresses
+
+    cfg = load_or_report(path)
+    if cfg is None:
+        return EXIT_CONFIG
+    print(format_summary(cfg, local_ipv4_addresses()))  # type: ignore[arg-type]
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.usage:
+        parser.print_usage()
+        return 0
+    path = find_config(args.configfile)
+    if args.check:
+        return cmd_check(path)
+    return run_daemon(args, path)
+
+
+def run_daemon(args: argparse.Namespace, path: str) -> int:
+    from .config.model import ServiceKind
+    from .config.summary import local_ipv4_addresses
+    from .daemon import Daemon, Options, StartupError, check_interfaces, find_membership, pidfile_owner
+
+    cfg = load_or_report(path)
+    if cfg is None:
+        return EXIT_CONFIG
+    if cfg.service is ServiceKind.LVS:  # type: ignore[attr-defined]
+        print(
+            f"{path}: service = lvs (IPVS virtual servers) is read and validated but not run by this "
+            "version of pulse; use service = fos, or Piranha's pulse for LVS",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    try:
+        membership = find_membership(cfg, local_ipv4_addresses())  # type: ignore[arg-type]
+        check_interfaces(cfg)  # type: ignore[arg-type]
+    except StartupError as e:
+        print(e.render(path), file=sys.stderr)
+        return EXIT_CONFIG
+    owner = pidfile_owner(args.pidfile)
+    if owner is not None:
+        print(f"pulse is already running (pid {owner}, {args.pidfile})", file=sys.stderr)
+        return 1
+    if not args.nodaemon:
+        daemonize()
+    setup_logging(args.nodaemon, args.verbose)
+    opts = Options(
+        force_active=args.forceactive,
+        test_start=args.test_start or args.norun,
+        garp_count=max(1, args.garp_count),
+        garp_interval=args.garp_interval,
+    )
+    try:
+        with open(args.pidfile, "w") as fh:
+            fh.write(f"{os.getpid()}\n")
+    except OSError as e:
+        log.error("cannot write pid file %s: %s", args.pidfile, e)
+        return 1
+    try:
+        return asyncio.run(Daemon(cfg, membership, opts).run())  # type: ignore[arg-type]
+    except StartupError as e:
+        log.error("%s", e.render(path))
+        return EXIT_CONFIG
+    finally:
+        try:
+            os.unlink(args.pidfile)
+        except OSError:
+            pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())
