@@ -33,9 +33,7 @@ BASE_PREFIX = "pyrh-"
 SWITCH = "switch"
 MARKER_DIR = Path("/run/pyrhfos-lab")
 # Only the documentation ranges (RFC 5737) are ever configured inside the lab.
-ALLOWED_NETS = tuple(
-    ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
-)
+ALLOWED_NETS = tuple(ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"))
 _REPO_ROOT = str(Path(__file__).resolve().parent.parent)
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,11}$")
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}-$")
@@ -217,7 +215,16 @@ class Node:
 
     def start_service(self, port: int = 80, text: str | None = None, timeout: float = 10):
         """Start the lab's tiny TCP/HTTP service (``serve``) in the node; returns once it listens."""
-        argv = [sys.executable, "-m", "pyrhfos.lab", "serve", "--port", str(port), "--text", text or self.name]
+        argv = [
+            sys.executable,
+            "-m",
+            "pyrhfos.lab",
+            "serve",
+            "--port",
+            str(port),
+            "--text",
+            text or self.name,
+        ]
         proc = self.popen(argv, stdout=subprocess.PIPE)
         assert proc.stdout is not None
         ready: list[bytes] = []
@@ -367,7 +374,20 @@ class Lab:
         port = f"p{self._ports}-{name}"[:15]
         # Create the pair inside the switch namespace with the node end moved straight into the node:
         # no interface ever appears in the root namespace.
-        _ip("-n", self.switch_ns, "link", "add", port, "type", "veth", "peer", "name", ifname, "netns", node.ns)
+        _ip(
+            "-n",
+            self.switch_ns,
+            "link",
+            "add",
+            port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            ifname,
+            "netns",
+            node.ns,
+        )
         _ip("-n", self.switch_ns, "link", "set", port, "master", bridge)
         _ip("-n", self.switch_ns, "link", "set", port, "up")
         _ip("-n", node.ns, "addr", "add", f"{ip}/{prefixlen}", "brd", "+", "dev", ifname)
