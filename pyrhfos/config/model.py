@@ -84,6 +84,9 @@ class Failover:
     start_cmd: str | None = None
     stop_cmd: str | None = None
     positions: Positions = field(default_factory=_positions, compare=False, repr=False, hash=False)
+    # Keys Piranha's GUI writes into failover blocks (lvs.cf docs: "from real files").
+    heartbeat: bool | None = None
+    expect_program: str | None = None
 
     @property
     def prefixlen(self) -> int | None:
@@ -103,6 +106,7 @@ class Server:
     weight: int = 1
     port: int | None = None
     positions: Positions = field(default_factory=_positions, compare=False, repr=False, hash=False)
+    nmask: IPv4Address | None = None  # written by Piranha's GUI; unused by the daemon
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,9 @@ class Virtual:
     sorry_server: IPv4Address | None = None
     servers: tuple[Server, ...] = ()
     positions: Positions = field(default_factory=_positions, compare=False, repr=False, hash=False)
+    # Keys real Piranha files carry (GUI / lvsconfig.c); read and written back only.
+    expect_program: str | None = None
+    client_monitor: str | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +179,9 @@ class Config:
     virtuals: tuple[Virtual, ...] = ()
     path: str = field(default="lvs.cf", compare=False)
     positions: Positions = field(default_factory=_positions, compare=False, repr=False, hash=False)
+    # Keys Piranha's own parser (lvsconfig.c) accepts; read and written back only.
+    ipvsadm: str | None = None
+    sync: bool | None = None
 
     @property
     def active_failovers(self) -> tuple[Failover, ...]:
