@@ -1,0 +1,171 @@
+"""Floating addresses (VIPs): add, adopt, renew and remove a labelled IPv4 address with pyroute2.
+
+Owns nothing but the kernel's address table of the namespace it runs in (the daemon runs in its node).
+"""
+
+from __future__ import annotations
+
+import socket
+from ipaddress import IPv4Address, IPv4Interface
+from typing import Any
+
+IFA_F_SECONDARY = 0x01
+
+
+class VipError(RuntimeError):
+    """A VIP operation failed (missing interface, bad label, netlink error)."""
+
+
+def interface_of(label: str) -> str:
+    """``eth0:1`` -> ``eth0`` (the alias device naming of ifconfig/Piranha)."""
+    return label.split(":", 1)[0]
+
+
+class VipManager:
+    """One netlink socket (pyroute2 IPRoute) used for every VIP operation of the daemon."""
+
+    def __init__(self, netns: str | None = None) -> None:
+        # Imported here: pyroute2 costs ~14 MB RSS, paid only by processes that manage addresses.
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        self._netlink_error = NetlinkError
+        # netns is for the lab/tests only; flags=0 so a typo never creates a namespace.
+        self._ipr = IPRoute(netns=netns, flags=0) if netns else IPRoute()
+
+    def close(self) -> None:
+        self._ipr.close()
+
+    def __enter__(self) -> VipManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _index(self, interface: str) -> int:
+        found = self._ipr.link_lookup(ifname=interface)
+        if not found:
+            raise VipError(f"interface {interface} does not exist")
+        return found[0]
+
+    def _addrs(self, index: int | None = None) -> list[Any]:
+        kw = {} if index is None else {"index": index}
+        return list(self._ipr.get_addr(family=socket.AF_INET, **kw))
+
+    def _find(self, index: int, ip: IPv4Address) -> Any | None:
+        for msg in self._addrs(index):
+            if msg.get_attr("IFA_LOCAL", msg.get_attr("IFA_ADDRESS")) == str(ip):
+                return msg
+        return None
+
+    def _call(self, command: str, **kw: Any) -> None:
+        try:
+            self._ipr.addr(command, **kw)
+        except self._netlink_error as exc:
+            raise VipError(f"ip addr {command} {kw.get('address')}/{kw.get('prefixlen')}: {exc}") from exc
+
+    @staticmethod
+    def _check_label(label: str) -> str:
+        interface = interface_of(label)
+        if not interface or len(label) > 15:
+            raise VipError(f"bad VIP label {label!r} (interface[:alias], at most 15 characters)")
+        return interface
+
+    def _write(
+        self, command: str, index: int, ip: IPv4Address, prefixlen: int, label: str, lifetime: int | None
+    ) -> None:
+        kw: dict[str, Any] = {"index": index, "address": str(ip), "prefixlen": prefixlen, "label": label}
+        if prefixlen < 31:
+            kw["broadcast"] = str(IPv4Interface(f"{ip}/{prefixlen}").network.broadcast_address)
+        if lifetime is not None:
+            # valid = preferred: an address the daemon stops renewing disappears after `lifetime` s.
+            # (Without them the kernel makes the address permanent, also on replace.)
+            kw["valid_lft"] = kw["preferred_lft"] = max(1, int(lifetime))
+        self._call(command, **kw)
+
+    # -- API ---------------------------------------------------------------------------------------
+    def interface_exists(self, interface: str) -> bool:
+        return bool(self._ipr.link_lookup(ifname=interface))
+
+    def interface_mac(self, interface: str) -> str:
+        link = self._ipr.get_links(self._index(interface))[0]
+        return link.get_attr("IFLA_ADDRESS")
+
+    def local_addresses(self) -> list[IPv4Address]:
+        return [IPv4Address(m.get_attr("IFA_LOCAL", m.get_attr("IFA_ADDRESS"))) for m in self._addrs()]
+
+    def present(self, ip: IPv4Address) -> bool:
+        return IPv4Address(ip) in self.local_addresses()
+
+    def prefixlen_for(self, interface: str, ip: IPv4Address) -> int:
+        """Prefix length for a VIP without vip_nmask: that of the interface's network containing ``ip``,
+        else of the interface's primary address, else 32."""
+        ip = IPv4Address(ip)
+        msgs = [m for m in self._addrs(self._index(interface)) if m.get_attr("IFA_LOCAL") != str(ip)]
+        for m in msgs:
+            net = IPv4Interface(f"{m.get_attr('IFA_LOCAL')}/{m['prefixlen']}").network
+            if ip in net:
+                return m["prefixlen"]
+        for m in msgs:
+            if not m["flags"] & IFA_F_SECONDARY and not (m.get_attr("IFA_FLAGS", 0) & IFA_F_SECONDARY):
+                return m["prefixlen"]
+        return 32
+
+    def add(
+        self, ip: IPv4Address, label: str, prefixlen: int | None = None, lifetime: int | None = None
+    ) -> bool:
+        """Bring the VIP up as ``label`` (``eth0:1`` -> on eth0).
+
+        True if added; False if it was already there (adopted, e.g. left by a previous instance): it is
+        never duplicated, and its label, prefix and lifetime are set to what is asked.
+        ``lifetime`` is the kernel's valid/preferred lifetime in seconds (None = forever).
+        """
+        ip = IPv4Address(ip)
+        interface = self._check_label(label)
+        index = self._index(interface)
+        if prefixlen is None:
+            prefixlen = self.prefixlen_for(interface, ip)
+        existing = self._find(index, ip)
+        if existing is None:
+            self._write("add", index, ip, prefixlen, label, lifetime)
+            return True
+        if existing.get_attr("IFA_LABEL") != label or existing["prefixlen"] != prefixlen:
+            # The kernel cannot relabel an address in place: delete and add again (a blink of µs).
+            self._call("del", index=index, address=str(ip), prefixlen=existing["prefixlen"])
+            self._write("add", index, ip, prefixlen, label, lifetime)
+        else:
+            self._write("replace", index, ip, prefixlen, label, lifetime)
+        return False
+
+    def renew(self, ip: IPv4Address, label: str, prefixlen: int | None, lifetime: int) -> bool:
+        """Push the VIP's lifetime ``lifetime`` seconds ahead (every keepalive while active).
+
+        Returns True when the address had vanished (expired, or removed by hand) and was added again,
+        so the caller knows to announce it with gratuitous ARP once more.
+        """
+        ip = IPv4Address(ip)
+        index = self._index(self._check_label(label))
+        existing = self._find(index, ip)
+        if existing is not None and existing.get_attr("IFA_LABEL") == label:
+            self._write("replace", index, ip, existing["prefixlen"], label, lifetime)
+            return False
+        return self.add(ip, label, prefixlen, lifetime) or existing is None
+
+    def remove(self, ip: IPv4Address, label: str) -> bool:
+        """Drop the VIP from the label's interface; True if it was there (absent is fine)."""
+        ip = IPv4Address(ip)
+        interface = self._check_label(label)
+        if not self.interface_exists(interface):
+            return False  # the interface is gone, and the address with it
+        index = self._index(interface)
+        existing = self._find(index, ip)
+        if existing is None:
+            return False
+        try:
+            self._ipr.addr("del", index=index, address=str(ip), prefixlen=existing["prefixlen"])
+        except self._netlink_error as exc:
+            if exc.code == 99:  # EADDRNOTAVAIL: it expired or went away meanwhile
+                return False
+            raise VipError(f"ip addr del {ip}: {exc}") from exc
+        return True

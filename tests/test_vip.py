@@ -1,0 +1,136 @@
+"""VipManager against a real kernel address table, inside a lab namespace."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+
+from pyrhfos.vip import VipError, VipManager
+
+pytestmark = pytest.mark.lab
+VIP = IPv4Address("192.0.2.11")
+
+
+@pytest.fixture
+def node(lab):
+    return lab.add_node("a", "192.0.2.100")
+
+
+@pytest.fixture
+def vm(node):
+    with VipManager(netns=node.ns) as manager:
+        yield manager
+
+
+def vips(node) -> list[tuple[str, int, str]]:
+    return [a for a in node.addresses() if a[0] == str(VIP)]
+
+
+def test_add_shows_as_alias_in_ifconfig(node, vm):
+    assert vm.add(VIP, "eth0:1") is True
+    out = node.ifconfig()
+    assert "eth0:1:" in out
+    alias = out.split("eth0:1:", 1)[1].split("\n\n", 1)[0]
+    assert (
+        "inet 192.0.2.11" in alias and "netmask 255.255.255.0" in alias and "broadcast 192.0.2.255" in alias
+    )
+    assert vm.present(VIP)
+    assert VIP in vm.local_addresses()
+
+
+def test_add_twice_adopts_without_duplicate(node, vm):
+    assert vm.add(VIP, "eth0:1") is True
+    assert vm.add(VIP, "eth0:1") is False
+    assert vips(node) == [("192.0.2.11", 24, "eth0:1")]
+
+
+def test_adopt_fixes_label_and_lifetime(node, vm):
+    node.run("ip", "addr", "add", "192.0.2.11/24", "dev", "eth0")  # left behind, unlabelled
+    assert vm.add(VIP, "eth0:1", lifetime=30) is False
+    assert vips(node) == [("192.0.2.11", 24, "eth0:1")]
+    info = [a for a in node.address_info() if a["local"] == str(VIP)]
+    assert 25 <= info[0]["valid_life_time"] <= 30
+    assert vm.add(VIP, "eth0:1") is False  # back to permanent
+    info = [a for a in node.address_info() if a["local"] == str(VIP)]
+    assert info[0]["valid_life_time"] == 0xFFFFFFFF
+
+
+def test_remove(node, vm):
+    vm.add(VIP, "eth0:1")
+    assert vm.remove(VIP, "eth0:1") is True
+    assert vips(node) == []
+    assert "eth0:1" not in node.ifconfig()
+    assert vm.remove(VIP, "eth0:1") is False  # absent is fine
+    assert vm.remove(VIP, "eth9:1") is False  # so is a vanished interface
+    assert node.addresses() == [("192.0.2.100", 24, "eth0")]  # the node's own address untouched
+
+
+def test_lifetime_expires_and_renew_keeps_alive(node, vm):
+    other = IPv4Address("192.0.2.12")
+    vm.add(VIP, "eth0:1", lifetime=2)
+    vm.add(other, "eth0:2", lifetime=2)
+    start = time.monotonic()
+    while time.monotonic() - start < 6 and vm.present(VIP):
+        assert vm.renew(other, "eth0:2", None, 2) is False
+        time.sleep(0.5)
+    gone_after = time.monotonic() - start
+    print(f"VIP with lifetime 2 s expired after {gone_after:.1f} s")
+    assert not vm.present(VIP) and gone_after < 4.5
+    assert vm.present(other)  # renewed every 0.5 s
+    # renew of a vanished VIP puts it back and says so (the caller re-announces it)
+    assert vm.renew(VIP, "eth0:1", None, 5) is True
+    assert vips(node) == [("192.0.2.11", 24, "eth0:1")]
+
+
+def test_prefix_from_interface_network(lab, node, vm):
+    lab.add_node("a", "203.0.113.5", prefixlen=26, bridge="br1", ifname="eth1")
+    assert vm.prefixlen_for("eth0", VIP) == 24
+    assert vm.prefixlen_for("eth1", IPv4Address("203.0.113.20")) == 26
+    # outside the interface's networks: the primary address's prefix
+    assert vm.prefixlen_for("eth1", IPv4Address("198.51.100.7")) == 26
+    vm.add(IPv4Address("203.0.113.20"), "eth1:0")
+    assert ("203.0.113.20", 26, "eth1:0") in node.addresses("eth1")
+    vm.add(IPv4Address("203.0.113.21"), "eth1:1", prefixlen=32)  # vip_nmask 255.255.255.255
+    assert ("203.0.113.21", 32, "eth1:1") in node.addresses("eth1")
+
+
+def test_missing_interface_and_bad_label(vm, node):
+    with pytest.raises(VipError, match="interface eth9 does not exist"):
+        vm.add(VIP, "eth9:1")
+    with pytest.raises(VipError, match="interface eth9 does not exist"):
+        vm.interface_mac("eth9")
+    with pytest.raises(VipError, match="bad VIP label"):
+        vm.add(VIP, "eth0:this-is-far-too-long")
+    assert not vm.interface_exists("eth9")
+    assert vm.interface_exists("eth0")
+    assert vm.interface_mac("eth0") == node.mac
+
+
+def test_inside_namespace_like_the_daemon(node):
+    """The daemon runs under `ip netns exec` and opens a plain IPRoute(): same result, no scapy."""
+    code = (
+        "import json, sys\n"
+        "from ipaddress import IPv4Address\n"
+        "from pyrhfos.vip import VipManager\n"
+        "vm = VipManager()\n"
+        "r = [vm.add(IPv4Address('192.0.2.11'), 'eth0:1'), vm.add(IPv4Address('192.0.2.11'), 'eth0:1')]\n"
+        "print(json.dumps([r, vm.interface_mac('eth0'), 'scapy' in sys.modules]))\n"
+    )
+    added, mac, scapy_loaded = json.loads(node.run_python(code).stdout)
+    assert added == [True, False] and mac == node.mac and not scapy_loaded
+    assert "eth0:1" in node.ifconfig()
+
+
+def test_import_is_light():
+    """pyroute2 is loaded only when a VipManager is made (tools like `pulse --check` never pay for it)."""
+    code = "import sys, pyrhfos.vip; print('pyroute2' in sys.modules, 'scapy' in sys.modules)"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split() == ["False", "False"]
