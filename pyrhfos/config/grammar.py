@@ -111,7 +111,9 @@ def _build() -> pp.ParserElement:
     values = pp.ZeroOrMore(value)
     eol = pp.Suppress(pp.Regex(r"(?:#[^\n]*)?\r?\n"))
 
-    key_eq = pp.Regex(r"[A-Za-z_][A-Za-z0-9_]*[ \t]*=").set_parse_action(lambda s, loc, t: t[0].rstrip(" \t="))
+    key_eq = pp.Regex(r"[A-Za-z_][A-Za-z0-9_]*[ \t]*=").set_parse_action(
+        lambda s, loc, t: t[0].rstrip(" \t=")
+    )
     assign = (key_eq + values + eol).set_parse_action(lambda s, loc, t: Assign(t[0], list(t[1:]), loc))
     block_open = pp.Regex(
         r"(?P<kind>[A-Za-z_][A-Za-z0-9_]*)[ \t]+(?P<name>[^\s{}#\"'=]+)[ \t]*\{[ \t]*(?:#[^\n]*)?\r?\n"

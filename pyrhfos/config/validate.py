@@ -149,7 +149,9 @@ class Seconds(VType):
         if not math.isfinite(x):
             raise BadValue(f"'{text}' is too large")
         if x <= 0 or x < self.minimum:
-            raise BadValue(f"{text} is too small (minimum {self.write(self.minimum) if self.minimum else '> 0'})")
+            raise BadValue(
+                f"{text} is too small (minimum {self.write(self.minimum) if self.minimum else '> 0'})"
+            )
         return x
 
     def write(self, value: float) -> str:
@@ -218,7 +220,7 @@ class Str(VType):
 
     def read(self, values: list[Value]) -> str:
         if len(values) > 1:
-            raise BadValue(f"the value has {len(values)} words: put it in double quotes", 1)
+            raise BadValue(f"the value has {len(values)} words: put it in double quotes")
         text = _one(values)
         if self.max_len is not None and len(text) > self.max_len:
             raise BadValue(f"is {len(text)} characters long; at most {self.max_len} are allowed")
@@ -239,7 +241,9 @@ class Choice(VType):
     def read(self, values: list[Value]) -> Any:
         text = _one(values)
         if text not in self.words:
-            raise BadValue(f"'{text}' is not one of: {', '.join(self.words)}{_did_you_mean(text, self.words)}")
+            raise BadValue(
+                f"'{text}' is not one of: {', '.join(self.words)}{_did_you_mean(text, self.words)}"
+            )
         return self.enum(text) if self.enum else text
 
     def write(self, value: Any) -> str:
@@ -426,7 +430,8 @@ class _Builder:
                 continue
             if a.key in first:
                 self.error(
-                    Position(a.line, a.col), f"duplicate key '{a.key}' (first set on line {first[a.key].line})"
+                    Position(a.line, a.col),
+                    f"duplicate key '{a.key}' (first set on line {first[a.key].line})",
                 )
                 continue
             first[a.key] = a
@@ -476,6 +481,7 @@ class _Builder:
                     Position(b.name_line, b.name_col),
                     f"duplicate {b.kind} name '{b.name}' (first on line {names[b.kind, b.name].line})",
                 )
+                getattr(self, b.kind)(b)  # still check its contents, then drop it
                 continue
             names[b.kind, b.name] = b
             out[b.kind].append(b)
@@ -491,7 +497,9 @@ class _Builder:
                 self.error(s.positions[""], f"failover '{f.name}' has no '{key}' (it is mandatory)")
         self.probe(f, s, "failover")
         if f.active and f.address is not None and f.address.ip == IPv4Address(0):
-            self.error(s.positions["address"], "0.0.0.0 is a placeholder, not a usable VIP for an active service")
+            self.error(
+                s.positions["address"], "0.0.0.0 is a placeholder, not a usable VIP for an active service"
+            )
         return f
 
     def virtual(self, block: Block) -> Virtual:
@@ -513,7 +521,9 @@ class _Builder:
     def probe(self, obj: Failover | Virtual, s: _Section, kind: str) -> None:
         """send/expect/send_program rules shared by failover and virtual blocks."""
         if obj.use_regex and "expect" not in s.present:
-            self.error(s.positions.get("use_regex", s.positions[""]), "'use_regex = 1' needs an 'expect' pattern")
+            self.error(
+                s.positions.get("use_regex", s.positions[""]), "'use_regex = 1' needs an 'expect' pattern"
+            )
         if obj.use_regex and obj.expect is not None:
             try:
                 re.compile(obj.expect)
@@ -534,7 +544,9 @@ class _Builder:
         blocks = self.children(root, "global")
         failovers = tuple(self.failover(b) for b in blocks["failover"])
         virtuals = tuple(self.virtual(b) for b in blocks["virtual"])
-        cfg = Config(path=self.path, failovers=failovers, virtuals=virtuals, positions=s.positions, **s.values)
+        cfg = Config(
+            path=self.path, failovers=failovers, virtuals=virtuals, positions=s.positions, **s.values
+        )
         self.globals(cfg, s)
         self.services(cfg, s)
         return cfg
@@ -567,7 +579,9 @@ class _Builder:
         # One error for a whole misplaced kind of block: not one per block.
         if cfg.service is ServiceKind.FOS:
             if cfg.virtuals:
-                self.error(cfg.virtuals[0].positions[""], "virtual blocks are not allowed with 'service = fos'")
+                self.error(
+                    cfg.virtuals[0].positions[""], "virtual blocks are not allowed with 'service = fos'"
+                )
             if not cfg.active_failovers:
                 self.error(s.positions["service"], "'service = fos' needs at least one active failover block")
         elif cfg.failovers:
