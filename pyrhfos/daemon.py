@@ -20,7 +20,17 @@ from ipaddress import IPv4Address
 
 from . import cluster as c
 from .config.model import Config, Failover, Position
-from .heartbeat import Beat, DecodeError, Flag, PiranhaBeat, PiranhaMagic, decode, encode, encode_piranha
+from .heartbeat import (
+    Beat,
+    DecodeError,
+    Flag,
+    PiranhaBeat,
+    PiranhaMagic,
+    decode,
+    encode,
+    encode_piranha,
+    piranha_magic_for,
+)
 from .node import Role, State
 
 log = logging.getLogger("pulse")
@@ -321,20 +331,20 @@ class Daemon:
             self._renew_leases()
         if self.transport is None:
             return
+        flags = Flag(0)
+        if a.leaving:
+            flags |= Flag.LEAVING
+        if a.stopme:
+            flags |= Flag.STOPME
+        if a.hold:
+            flags |= Flag.HOLD
+        self.seq += 1
+        beat = Beat(
+            self.me.role, a.state, self.seq, self.boot_id, self.cfg.serial_no or 0, self.digest, flags
+        )
         if self.partner_piranha:
-            data = encode_piranha(self._piranha_magic(a), self.piranha_little_endian)
+            data = encode_piranha(piranha_magic_for(beat), self.piranha_little_endian)
         else:
-            self.seq += 1
-            flags = Flag(0)
-            if a.leaving:
-                flags |= Flag.LEAVING
-            if a.stopme:
-                flags |= Flag.STOPME
-            if a.hold:
-                flags |= Flag.HOLD
-            beat = Beat(
-                self.me.role, a.state, self.seq, self.boot_id, self.cfg.serial_no or 0, self.digest, flags
-            )
             data = encode(beat)
         for path in self.me.partner_paths:
             try:
@@ -343,15 +353,6 @@ class Daemon:
             except OSError as e:  # no route while a link is down: keep beating
                 self.counters["send-errors"] += 1
                 log.debug("beat to %s failed: %s", path, e)
-
-    @staticmethod
-    def _piranha_magic(a: c.SendBeat) -> PiranhaMagic:
-        if a.stopme:
-            return PiranhaMagic.FOS_HEARTBEAT_STOPME
-        # While releasing we still hold the VIPs: a Piranha partner must not start yet.
-        if a.state in c.ACTIVE_STATES and not a.leaving:
-            return PiranhaMagic.FOS_HEARTBEAT_RUNNING
-        return PiranhaMagic.FOS_HEARTBEAT_STOPPED
 
     # -- side effects, one at a time ---------------------------------------
 

@@ -62,14 +62,15 @@ DECODE_REASONS: tuple[str, ...] = (
 
 
 class Flag(enum.IntFlag):
-    """Bits of the native beat's flags byte; 0x04..0x40 are reserved (sent as 0, ignored on receipt)."""
+    """Bits of the native beat's flags byte; 0x08..0x40 are reserved (sent as 0, ignored on receipt)."""
 
     LEAVING = 0x01  # last beat of a node stopping cleanly: the partner takes over at once
     STOPME = 0x02  # "release your VIPs, I am taking over"
+    HOLD = 0x04  # sender is in hold-down: not a failover candidate (hand it nothing)
     AUTH = 0x80  # HMAC-SHA256 trailer present
 
 
-_KNOWN_FLAGS = Flag.LEAVING | Flag.STOPME | Flag.AUTH
+_KNOWN_FLAGS = Flag.LEAVING | Flag.STOPME | Flag.HOLD | Flag.AUTH
 
 
 class PiranhaMagic(enum.IntEnum):
@@ -211,7 +212,8 @@ def piranha_magic_for(beat: Beat) -> PiranhaMagic:
         return PiranhaMagic.FOS_HEARTBEAT_STOPPED
     if beat.stopme:
         return PiranhaMagic.FOS_HEARTBEAT_STOPME
-    if beat.state is State.ACTIVE:
+    if beat.state in (State.ACTIVE, State.RELEASING):
+        # Still holding the VIPs while releasing: a Piranha partner must not start yet.
         return PiranhaMagic.FOS_HEARTBEAT_RUNNING
     return PiranhaMagic.FOS_HEARTBEAT_STOPPED
 

@@ -177,7 +177,7 @@ def test_beat_validation() -> None:
         dict(serial=2**32),
         dict(boot_id=b"short"),
         dict(digest=bytes(9)),
-        dict(flags=Flag(0x04)),
+        dict(flags=Flag(0x08)),
     ):
         with pytest.raises(ValueError):
             beat(**bad)
@@ -280,8 +280,8 @@ def test_later_version_extension_is_skipped() -> None:
 
 
 def test_reserved_flag_bits_are_ignored() -> None:
-    assert decode(raw(flags=0x7C | 0x01)) == beat(flags=Flag.LEAVING)
-    assert decode(raw(flags=0xFC, key=KEY), KEY) == beat(flags=Flag.AUTH)
+    assert decode(raw(flags=0x78 | 0x01)) == beat(flags=Flag.LEAVING)
+    assert decode(raw(flags=0xF8, key=KEY), KEY) == beat(flags=Flag.AUTH)
 
 
 def test_auth_beat_without_key_is_decoded_unverified() -> None:
@@ -338,8 +338,10 @@ def test_encode_piranha_rejects_unknown_magic() -> None:
 
 def test_piranha_answer_rule() -> None:
     P = PiranhaMagic
-    assert piranha_magic_for(beat(state=State.ACTIVE)) is P.FOS_HEARTBEAT_RUNNING
-    for state in (State.STARTING, State.STANDBY, State.RELEASING, State.STOPPED):
+    # A releasing node still holds the VIPs: a Piranha partner must not start yet.
+    for state in (State.ACTIVE, State.RELEASING):
+        assert piranha_magic_for(beat(state=state)) is P.FOS_HEARTBEAT_RUNNING
+    for state in (State.STARTING, State.STANDBY, State.STOPPED):
         assert piranha_magic_for(beat(state=state)) is P.FOS_HEARTBEAT_STOPPED
     assert piranha_magic_for(beat(state=State.ACTIVE, flags=Flag.STOPME)) is P.FOS_HEARTBEAT_STOPME
     assert piranha_magic_for(beat(state=State.STANDBY, flags=Flag.STOPME)) is P.FOS_HEARTBEAT_STOPME
