@@ -405,6 +405,10 @@ class _Section:
     positions: dict[str, Position]
     present: set[str]  # keys written, even with a bad value (no "missing" error for them)
 
+    def bad(self, key: str) -> bool:
+        """Written with a bad value: already reported, so rules about it stay quiet."""
+        return key in self.present and key not in self.values
+
 
 class _Builder:
     def __init__(self, path: str) -> None:
@@ -564,6 +568,8 @@ class _Builder:
             self.error(at["backup"], "'backup = 0.0.0.0' with 'backup_active = 1': give the backup's address")
         pos = at.get("deadtime", at.get("keepalive", top))
         w = Seconds().write
+        if s.bad("keepalive") or s.bad("deadtime"):
+            return  # already reported; comparing with a default would only confuse
         if cfg.deadtime <= cfg.keepalive:
             self.error(
                 pos, f"'deadtime' ({w(cfg.deadtime)}) must be greater than 'keepalive' ({w(cfg.keepalive)})"
@@ -576,6 +582,11 @@ class _Builder:
             )
 
     def services(self, cfg: Config, s: _Section) -> None:
+        if not s.bad("service"):
+            self.service_kind(cfg, s)
+        self.unique_vips(cfg)
+
+    def service_kind(self, cfg: Config, s: _Section) -> None:
         # One error for a whole misplaced kind of block: not one per block.
         if cfg.service is ServiceKind.FOS:
             if cfg.virtuals:
@@ -589,6 +600,8 @@ class _Builder:
                 cfg.failovers[0].positions[""],
                 "failover blocks need 'service = fos' in the global settings (this file is 'service = lvs')",
             )
+
+    def unique_vips(self, cfg: Config) -> None:
         seen: dict[IPv4Address, Failover] = {}
         for f in cfg.failovers:
             if f.address is None or f.address.ip == IPv4Address(0):
