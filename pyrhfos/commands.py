@@ -99,8 +99,11 @@ async def _kill_tree(proc: asyncio.subprocess.Process, grace: float) -> None:
     _signal_tree(proc.pid, procs, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and (proc.returncode is None or _alive(procs)):
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(proc.wait()), 0.02)
+        if proc.returncode is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(proc.wait()), 0.02)
+        else:
+            await asyncio.sleep(0.02)
     with contextlib.suppress(psutil.Error):  # children forked since the snapshot
         if proc.returncode is None:
             procs += psutil.Process(proc.pid).children(recursive=True)
