@@ -389,9 +389,14 @@ def default(section: str, key: str) -> Any:
     raise KeyError(key)
 
 
-def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
+def _close(word: str, candidates: Iterable[str]) -> str | None:
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
+    return close[0] if close else None
+
+
+def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    close = _close(word, candidates)
+    return f"; did you mean '{close}'?" if close else ""
 
 
 # ------------------------------------------------------------------ tree -> model
@@ -430,7 +435,9 @@ class _Builder:
         for a in block.assigns:
             spec = table.get(a.key)
             if spec is None:
-                self.unknown_key(a, section)
+                meant = self.unknown_key(a, section)
+                if meant:
+                    out.present.add(meant)  # no second error saying the meant key is missing
                 continue
             if a.key in first:
                 self.error(
@@ -452,18 +459,21 @@ class _Builder:
             out.positions[a.key] = Position(a.values[0].line, a.values[0].col)
         return out
 
-    def unknown_key(self, a: Assign, section: str) -> None:
+    def unknown_key(self, a: Assign, section: str) -> str | None:
+        """Report a key this section lacks; return the key of this section it resembles."""
         pos = Position(a.line, a.col)
         if a.key in BLOCKS:
             self.error(pos, f"'{a.key}' opens a block: write '{a.key} NAME {{'")
-            return
+            return None
         homes = [s for s in SECTIONS if a.key in BY_SECTION[s]]
         if homes:
             where = " or ".join(_TITLE[s] for s in homes)
             self.error(pos, f"'{a.key}' is not allowed in {_TITLE[section]} (it belongs in {where})")
-            return
+            return None
+        meant = _close(a.key, BY_SECTION[section])
         hint = _did_you_mean(a.key, BY_SECTION[section]) or _did_you_mean(a.key, ALL_NAMES)
         self.error(pos, f"unknown key '{a.key}' in {_TITLE[section]}{hint}")
+        return meant
 
     def children(self, block: Block, section: str) -> dict[str, list[Block]]:
         """Sub-blocks by kind, after reporting misplaced, unknown and duplicate ones."""
@@ -495,6 +505,7 @@ class _Builder:
 
     def failover(self, block: Block) -> Failover:
         s = self.section(block, "failover")
+        self.children(block, "failover")  # none allowed: reports any
         f = Failover(name=block.name, positions=s.positions, **s.values)
         for key in ("address", "port", "start_cmd", "stop_cmd"):
             if key not in s.present:
@@ -517,6 +528,7 @@ class _Builder:
 
     def server(self, block: Block) -> Server:
         s = self.section(block, "server")
+        self.children(block, "server")
         server = Server(name=block.name, positions=s.positions, **s.values)
         if "address" not in s.present:
             self.error(s.positions[""], f"server '{server.name}' has no 'address' (it is mandatory)")
