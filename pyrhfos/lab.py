@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import concurrent.futures
 import contextlib
 import ipaddress
 import json
@@ -264,14 +265,19 @@ class Node:
         """IPv4 addresses on ``ifname`` as (ip, prefixlen, label), read with pyroute2 in the namespace."""
         from pyroute2 import IPRoute  # lazy: the service helper must not pay for pyroute2
 
-        with IPRoute(netns=self.ns, flags=0) as ipr:  # flags=0: never create a namespace by accident
-            links = ipr.link_lookup(ifname=ifname)
-            if not links:
-                return []
-            return [
-                (a.get_attr("IFA_ADDRESS"), a["prefixlen"], a.get_attr("IFA_LABEL") or ifname)
-                for a in ipr.get_addr(family=socket.AF_INET, index=links[0])
-            ]
+        def read() -> list[tuple[str, int, str]]:
+            with IPRoute(netns=self.ns, flags=0) as ipr:  # flags=0: never create a namespace by accident
+                links = ipr.link_lookup(ifname=ifname)
+                if not links:
+                    return []
+                return [
+                    (a.get_attr("IFA_ADDRESS"), a["prefixlen"], a.get_attr("IFA_LABEL") or ifname)
+                    for a in ipr.get_addr(family=socket.AF_INET, index=links[0])
+                ]
+
+        # pyroute2's sync API cannot run inside a running asyncio loop: use a helper thread then.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(read).result(30)
 
     def address_info(self, ifname: str = "eth0") -> list[dict[str, Any]]:
         """``ip -j addr`` records of ``ifname`` (includes valid_life_time / preferred_life_time)."""

@@ -5,9 +5,17 @@ Owns nothing but the kernel's address table of the namespace it runs in (the dae
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import functools
 import socket
+import threading
+from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Interface
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+NETLINK_TIMEOUT = 10.0  # seconds; a netlink request that takes longer is an error
 
 IFA_F_SECONDARY = 0x01
 
@@ -21,20 +29,52 @@ def interface_of(label: str) -> str:
     return label.split(":", 1)[0]
 
 
+def _in_netlink_thread(method: Callable[..., T]) -> Callable[..., T]:
+    """Run the method in the manager's own thread (see VipManager), directly if already there."""
+
+    @functools.wraps(method)
+    def wrapper(self: VipManager, *args: Any, **kwargs: Any) -> T:
+        if threading.current_thread() is self._thread:
+            return method(self, *args, **kwargs)
+        try:
+            return self._pool.submit(method, self, *args, **kwargs).result(NETLINK_TIMEOUT)
+        except concurrent.futures.TimeoutError as exc:
+            raise VipError(f"netlink did not answer within {NETLINK_TIMEOUT} s") from exc
+        except RuntimeError as exc:
+            if self._closed:
+                raise VipError("VipManager is closed") from exc
+            raise
+
+    return wrapper
+
+
 class VipManager:
-    """One netlink socket (pyroute2 IPRoute) used for every VIP operation of the daemon."""
+    """One netlink socket (pyroute2 IPRoute) used for every VIP operation of the daemon.
+
+    pyroute2's synchronous IPRoute drives an asyncio loop of its own and fails inside a running one
+    (the daemon's), so the socket lives in one private thread and every call is handed to it: the
+    API stays synchronous and callable from anywhere; each call blocks the caller for about a ms.
+    """
 
     def __init__(self, netns: str | None = None) -> None:
-        # Imported here: pyroute2 costs ~14 MB RSS, paid only by processes that manage addresses.
+        # Imported here: pyroute2 costs ~13 MB RSS, paid only by processes that manage addresses.
         from pyroute2 import IPRoute
         from pyroute2.netlink.exceptions import NetlinkError
 
         self._netlink_error = NetlinkError
+        self._closed = False
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vip-netlink")
+        self._thread = self._pool.submit(threading.current_thread).result()
         # netns is for the lab/tests only; flags=0 so a typo never creates a namespace.
-        self._ipr = IPRoute(netns=netns, flags=0) if netns else IPRoute()
+        self._ipr = self._pool.submit(lambda: IPRoute(netns=netns, flags=0) if netns else IPRoute()).result()
 
     def close(self) -> None:
-        self._ipr.close()
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            self._pool.submit(self._ipr.close).result(NETLINK_TIMEOUT)
+        self._pool.shutdown(wait=False)
 
     def __enter__(self) -> VipManager:
         return self
@@ -85,19 +125,24 @@ class VipManager:
         self._call(command, **kw)
 
     # -- API ---------------------------------------------------------------------------------------
+    @_in_netlink_thread
     def interface_exists(self, interface: str) -> bool:
         return bool(self._ipr.link_lookup(ifname=interface))
 
+    @_in_netlink_thread
     def interface_mac(self, interface: str) -> str:
         link = self._ipr.get_links(self._index(interface))[0]
         return link.get_attr("IFLA_ADDRESS")
 
+    @_in_netlink_thread
     def local_addresses(self) -> list[IPv4Address]:
         return [IPv4Address(m.get_attr("IFA_LOCAL", m.get_attr("IFA_ADDRESS"))) for m in self._addrs()]
 
+    @_in_netlink_thread
     def present(self, ip: IPv4Address) -> bool:
         return IPv4Address(ip) in self.local_addresses()
 
+    @_in_netlink_thread
     def prefixlen_for(self, interface: str, ip: IPv4Address) -> int:
         """Prefix length for a VIP without vip_nmask: that of the interface's network containing ``ip``,
         else of the interface's primary address, else 32."""
@@ -112,6 +157,7 @@ class VipManager:
                 return m["prefixlen"]
         return 32
 
+    @_in_netlink_thread
     def add(
         self, ip: IPv4Address, label: str, prefixlen: int | None = None, lifetime: int | None = None
     ) -> bool:
@@ -138,6 +184,7 @@ class VipManager:
             self._write("replace", index, ip, prefixlen, label, lifetime)
         return False
 
+    @_in_netlink_thread
     def renew(self, ip: IPv4Address, label: str, prefixlen: int | None, lifetime: int) -> bool:
         """Push the VIP's lifetime ``lifetime`` seconds ahead (every keepalive while active).
 
@@ -152,6 +199,7 @@ class VipManager:
             return False
         return self.add(ip, label, prefixlen, lifetime) or existing is None
 
+    @_in_netlink_thread
     def remove(self, ip: IPv4Address, label: str) -> bool:
         """Drop the VIP from the label's interface; True if it was there (absent is fine)."""
         ip = IPv4Address(ip)

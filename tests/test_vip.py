@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -126,6 +127,40 @@ def test_inside_namespace_like_the_daemon(node):
     added, mac, scapy_loaded = json.loads(node.run_python(code).stdout)
     assert added == [True, False] and mac == node.mac and not scapy_loaded
     assert "eth0:1" in node.ifconfig()
+
+
+def test_usable_inside_a_running_event_loop(node):
+    """The daemon calls the (synchronous) manager from its asyncio loop; pyroute2 alone would fail."""
+    code = (
+        "import asyncio\n"
+        "from ipaddress import IPv4Address\n"
+        "from pyrhfos.vip import VipManager\n"
+        "async def main():\n"
+        "    vm = VipManager()\n"
+        "    added = vm.add(IPv4Address('192.0.2.11'), 'eth0:1', lifetime=10)\n"
+        "    renewed = vm.renew(IPv4Address('192.0.2.11'), 'eth0:1', None, 10)\n"
+        "    removed = vm.remove(IPv4Address('192.0.2.11'), 'eth0:1')\n"
+        "    vm.close()\n"
+        "    print(added, renewed, removed)\n"
+        "asyncio.run(main())\n"
+    )
+    assert node.run_python(code).stdout.split() == ["True", "False", "True"]
+
+
+def test_inside_event_loop_in_process(node, vm):
+    async def main() -> list[tuple[str, int, str]]:
+        vm.add(VIP, "eth0:1")
+        return node.addresses()
+
+    assert ("192.0.2.11", 24, "eth0:1") in asyncio.run(main())
+
+
+def test_closed_manager_raises(node):
+    vm = VipManager(netns=node.ns)
+    vm.close()
+    vm.close()
+    with pytest.raises(VipError, match="closed"):
+        vm.present(VIP)
 
 
 def test_import_is_light():
