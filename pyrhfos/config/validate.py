@@ -115,6 +115,8 @@ class Int(VType):
         text = _one(values)
         if not re.fullmatch(r"[+-]?[0-9]+", text):
             raise BadValue(f"'{text}' is not an integer")
+        if len(text) > 30:  # out of any range; and int() refuses very long digit strings
+            raise BadValue(f"'{text[:12]}...' is out of range")
         n = int(text)
         if n < self.lo or (self.hi is not None and n > self.hi):
             span = f"{self.lo}-{self.hi}" if self.hi is not None else f">= {self.lo}"
@@ -543,7 +545,7 @@ class _Builder:
         if obj.use_regex and obj.expect is not None:
             try:
                 re.compile(obj.expect)
-            except re.error as e:
+            except (re.error, OverflowError, RecursionError) as e:
                 self.error(s.positions["expect"], f"'expect' is not a valid regular expression: {e}")
         if obj.send is not None and obj.send_program is not None:
             message = "'send' and 'send_program' are both set: the program's output replaces 'send'"
