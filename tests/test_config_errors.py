@@ -330,7 +330,7 @@ def test_send_and_send_program_not_both():
 @pytest.mark.parametrize("key", ["timeout", "reentry"])
 def test_timeouts_positive(key):
     assert errors(edit("    port = 80", f"    port = 80\n    {key} = 0")) == [
-        f"11:{len(key) + 8}: bad value for '{key}': 0 is too small (minimum > 0)"
+        f"11:{len(key) + 8}: bad value for '{key}': 0 is too small (minimum above 0)"
     ]
 
 
@@ -363,4 +363,10 @@ def test_a_bad_value_does_not_also_count_as_missing():
     ]
     assert errors(edit("primary = 192.168.1.10", "primary = 192.168.1")) == [
         "1:11: bad value for 'primary': '192.168.1' is not an IPv4 address"
+    ]
+
+
+def test_near_miss_with_punctuation():
+    assert errors(edit("    port = 80", '    port = 80\n    send-program = "x"')) == [
+        "11:5: unknown key 'send-program' in a failover block; did you mean 'send_program'?"
     ]

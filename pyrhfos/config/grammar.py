@@ -111,16 +111,16 @@ def _build() -> pp.ParserElement:
     values = pp.ZeroOrMore(value)
     eol = pp.Suppress(pp.Regex(r"(?:#[^\n]*)?\r?\n"))
 
-    key_eq = pp.Regex(r"[A-Za-z_][A-Za-z0-9_]*[ \t]*=").set_parse_action(
+    key_eq = pp.Regex(r"[A-Za-z_][A-Za-z0-9_.-]*[ \t]*=").set_parse_action(
         lambda s, loc, t: t[0].rstrip(" \t=")
     )
     assign = (key_eq + values + eol).set_parse_action(lambda s, loc, t: Assign(t[0], list(t[1:]), loc))
     block_open = pp.Regex(
-        r"(?P<kind>[A-Za-z_][A-Za-z0-9_]*)[ \t]+(?P<name>[^\s{}#\"'=]+)[ \t]*\{[ \t]*(?:#[^\n]*)?\r?\n"
+        r"(?P<kind>[A-Za-z_][A-Za-z0-9_.-]*)[ \t]+(?P<name>[^\s{}#\"'=]+)[ \t]*\{[ \t]*(?:#[^\n]*)?\r?\n"
     ).set_parse_action(_open)
     close = pp.Regex(r"\}[ \t]*(?:#[^\n]*)?\r?\n").set_parse_action(lambda s, loc, t: _Close(loc))
     # Lines that are recognisably something, but wrong: say what is missing.
-    key = pp.Regex(r"[A-Za-z_][A-Za-z0-9_]*")
+    key = pp.Regex(r"[A-Za-z_][A-Za-z0-9_.-]*")
     no_equals = (key + pp.Group(values) + eol).set_parse_action(_no_equals)
     garbage = (pp.Regex(r"[^\n]+") + eol).set_parse_action(
         lambda s, loc, t: _Bad("expected 'key = value', 'failover NAME {', 'virtual NAME {' or '}'", loc)

@@ -152,7 +152,7 @@ class Seconds(VType):
             raise BadValue(f"'{text}' is too large")
         if x <= 0 or x < self.minimum:
             raise BadValue(
-                f"{text} is too small (minimum {self.write(self.minimum) if self.minimum else '> 0'})"
+                f"{text} is too small (minimum {self.write(self.minimum) if self.minimum else 'above 0'})"
             )
         return x
 
