@@ -41,6 +41,8 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
 class Testbed:
     """Nodes a (primary) and b (backup) and a client; one failover service on VIP eth0:1."""
 
+    __test__ = False  # a helper, not a pytest class
+
     def __init__(
         self,
         lab: Lab,

@@ -169,7 +169,9 @@ def test_piranha_primary_active_keeps_pyrhfos_backup_standby(bed: Testbed) -> No
     lines = peer_lines(peer, 4 * DEADTIME)
     assert bed.holders() == set()
     assert "-> active" not in bed.log("b"), bed.log("b")
-    assert all(ln.get("active", True) for ln in lines), lines
+    assert not [ln for ln in lines if ln["event"] == "deactivate"], lines
+    heard = {ln["magic"] for ln in lines if ln["event"] == "heard"}
+    assert heard == {"STOPPED"}, "pyrhfos answers in Piranha's format, as a standby"
     # Piranha's pulse exits on SIGTERM without a word: pyrhfos takes over after deadtime.
     peer.send_signal(signal.SIGTERM)
     assert wait_until(lambda: bed.holds_vip("b"), SETTLE), bed.log("b")
