@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--garp-interval", type=float, default=1.0, metavar="SECONDS", help="seconds between them (default 1)"
     )
+    p.add_argument(
+        "--command-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="limit for each start_cmd, stop_cmd and send_program; its process tree is killed after it",
+    )
     return p
 
 
@@ -187,6 +194,7 @@ def run_daemon(args: argparse.Namespace, path: str) -> int:
         test_start=args.test_start or args.norun,
         garp_count=max(1, args.garp_count),
         garp_interval=args.garp_interval,
+        command_timeout=args.command_timeout,
     )
     try:
         with open(args.pidfile, "w") as fh:

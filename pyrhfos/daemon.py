@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import secrets
 import signal
@@ -17,9 +16,10 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
+from typing import TYPE_CHECKING
 
 from . import cluster as c
-from .config.model import Config, Failover, Position
+from .config.model import Config, Position
 from .heartbeat import (
     Beat,
     DecodeError,
@@ -32,6 +32,10 @@ from .heartbeat import (
     piranha_magic_for,
 )
 from .node import Role, State
+from .services import ServiceSet
+
+if TYPE_CHECKING:
+    from .vip import VipManager
 
 log = logging.getLogger("pulse")
 
@@ -98,7 +102,7 @@ class Options:
     test_start: bool = False  # -t/--test-start: decide and log, but act on nothing
     garp_count: int = 5
     garp_interval: float = 1.0
-    command_timeout: float = 60.0
+    command_timeout: float = 60.0  # start_cmd/stop_cmd/send_program: killed with their tree after this
 
 
 # Piranha's beats carry only "running", "stopped" or "stop me".
@@ -107,11 +111,6 @@ _FROM_PIRANHA = {
     PiranhaMagic.FOS_HEARTBEAT_STOPPED: (State.STANDBY, False),
     PiranhaMagic.FOS_HEARTBEAT_STOPME: (State.STANDBY, True),
 }
-
-
-def lease_seconds(deadtime: float) -> int:
-    """Kernel lifetime of a held VIP: it vanishes about deadtime after pulse dies."""
-    return max(1, math.ceil(deadtime))
 
 
 class _BeatProtocol(asyncio.DatagramProtocol):
@@ -127,6 +126,14 @@ class _BeatProtocol(asyncio.DatagramProtocol):
         log.debug("heartbeat socket error: %s", exc)
 
 
+@dataclass(frozen=True)
+class Reload:
+    """SIGHUP: re-read lvs.cf (queued with the other side effects so it never interleaves)."""
+
+
+Job = c.Acquire | c.Release | c.RestartService | Reload
+
+
 class Daemon:
     """One pulse process: owns the socket, the timers and the side effects."""
 
@@ -140,7 +147,7 @@ class Daemon:
         self.counters: Counter[str] = Counter()
         self.machine = c.Cluster(
             membership.role,
-            c.Timers(cfg.keepalive, cfg.deadtime, holddown=self._holddown(cfg)),
+            self._timers(cfg),
             tuple(str(a) for a in membership.partner_paths),
             solo=not cfg.backup_active,
             force_active=opts.force_active,
@@ -150,36 +157,40 @@ class Daemon:
         self.mismatch_logged: set[bytes] = set()
         self.transport: asyncio.DatagramTransport | None = None
         self.timer: asyncio.TimerHandle | None = None
-        self.jobs: asyncio.Queue[c.Acquire | c.Release | c.RestartService] = asyncio.Queue()
+        self.jobs: asyncio.Queue[Job] = asyncio.Queue()
+        self.busy = False  # a job (commands, VIP changes) is under way: probes would lie
         self.done = asyncio.Event()
-        self.held: set[IPv4Address] = set()
-        self.last_renew = 0.0
-        self.frames: dict[IPv4Address, list[bytes]] = {}
-        self.vips = None  # pyroute2-backed VipManager, opened only when acting for real
+        self.services: ServiceSet | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
     @staticmethod
-    def _holddown(cfg: Config) -> float:
-        return max((f.reentry for f in cfg.active_failovers), default=0.0)
+    def _timers(cfg: Config) -> c.Timers:
+        holddown = max((f.reentry for f in cfg.active_failovers), default=0.0)
+        return c.Timers(cfg.keepalive, cfg.deadtime, holddown=holddown)
+
+    def _service_set(self, cfg: Config, vips: VipManager | None) -> ServiceSet:
+        return ServiceSet(cfg.active_failovers, vips, cfg.deadtime, self.opts.command_timeout, self.now)
 
     # -- life cycle ---------------------------------------------------------
 
     async def run(self) -> int:
         self.loop = asyncio.get_running_loop()
+        vips = None
         if not self.opts.test_start:
             from .vip import VipManager
 
-            self.vips = VipManager()
-            self._clear_stale_vips()
+            vips = VipManager()
+        self.services = self._service_set(self.cfg, vips)
+        self.services.clear_stale()
         if self.cfg.backup_active:
             self.transport, _ = await self.loop.create_datagram_endpoint(
                 lambda: _BeatProtocol(self),
                 local_addr=("0.0.0.0", self.cfg.heartbeat_port),
                 family=socket.AF_INET,
-                reuse_port=False,
             )
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.feed, c.Stop(signal.Signals(sig).name))
+        self.loop.add_signal_handler(signal.SIGHUP, self.jobs.put_nowait, Reload())
         log.info(
             "starting as %s (%s), keepalive %gs, deadtime %gs, partner %s%s",
             self.me.role.name.lower(),
@@ -189,42 +200,25 @@ class Daemon:
             ", ".join(map(str, self.me.partner_paths)) or "none",
             " [test-start: no VIP, ARP or command will be run]" if self.opts.test_start else "",
         )
-        worker = asyncio.create_task(self._worker())
-        frames = None if self.opts.test_start else asyncio.create_task(self._build_frames())
+        tasks = [
+            asyncio.create_task(self._worker()),
+            asyncio.create_task(self._monitor()),
+            asyncio.create_task(self.services.prepare_frames()),
+        ]
         self.feed(c.Start())
         try:
             await self.done.wait()
         finally:
-            worker.cancel()
-            if frames is not None:
-                frames.cancel()
+            for task in tasks:
+                task.cancel()
             if self.timer is not None:
                 self.timer.cancel()
             if self.transport is not None:
                 self.transport.close()
-            if self.vips is not None:
-                self.vips.close()
+            self.services.close()
+            if vips is not None:
+                vips.close()
         return 0
-
-    def _clear_stale_vips(self) -> None:
-        """A VIP left by a crashed pulse must not answer while the partner serves."""
-        assert self.vips is not None
-        for f in self.cfg.active_failovers:
-            assert f.address is not None
-            if self.vips.remove(f.address.ip, f.address.label):
-                log.warning("removed %s left on %s by an earlier run", f.address.ip, f.address.label)
-
-    async def _build_frames(self) -> None:
-        from .arp import build_frames_in_child
-
-        assert self.vips is not None
-        wanted = [
-            (self.vips.interface_mac(f.address.interface), f.address.ip)
-            for f in self.cfg.active_failovers
-            if f.address is not None
-        ]
-        built = await asyncio.to_thread(build_frames_in_child, wanted)
-        self.frames = {ip: frames for (_, ip), frames in built.items()}
 
     # -- events in ----------------------------------------------------------
 
@@ -256,13 +250,13 @@ class Daemon:
         except DecodeError as e:
             self._drop(e.reason, f"bad heartbeat from {source}: {e.reason}")
             return
-        self.counters["beats-received"] += 1
         if isinstance(beat, PiranhaBeat):
             event = self._from_piranha(beat, source)
             if event is None:
                 return
         else:
             event = self._from_native(beat, source)
+        self.counters["beats-received"] += 1
         self.feed(event)
 
     def _drop(self, reason: str, message: str) -> None:
@@ -310,6 +304,7 @@ class Daemon:
     # -- actions out --------------------------------------------------------
 
     def _do(self, action: c.Action) -> None:
+        assert self.services is not None
         match action:
             case c.StateChanged(old=old, new=new, reason=reason):
                 log.info("%s -> %s: %s", old.name.lower(), new.name.lower(), reason)
@@ -319,7 +314,7 @@ class Daemon:
                 self.jobs.put_nowait(action)
             case c.Announce(reason=reason):
                 log.info("re-announcing VIPs: %s", reason)
-                self._announce()
+                self.services.announce()
             case c.Notice(message=message):
                 log.info("%s", message)
             case c.Exit():
@@ -327,8 +322,9 @@ class Daemon:
                 self.done.set()
 
     def _send_beat(self, a: c.SendBeat) -> None:
+        assert self.services is not None
         if self.machine.state in c.ACTIVE_STATES:
-            self._renew_leases()
+            self.services.renew_leases()
         if self.transport is None:
             return
         flags = Flag(0)
@@ -357,97 +353,32 @@ class Daemon:
     # -- side effects, one at a time ---------------------------------------
 
     async def _worker(self) -> None:
+        assert self.services is not None and self.loop is not None
         while True:
             job = await self.jobs.get()
-            match job:
-                case c.Acquire():
-                    ok, why = await self._acquire()
-                    self.feed(c.AcquireDone(ok, why))
-                case c.Release():
-                    await self._release()
-                    self.feed(c.ReleaseDone())
-                case c.RestartService(name=name, reason=reason):
-                    await self._restart(name, reason)
-
-    def _failover(self, name: str) -> Failover | None:
-        return next((f for f in self.cfg.active_failovers if f.name == name), None)
-
-    async def _acquire(self) -> tuple[bool, str]:
-        services = self.cfg.active_failovers
-        for f in services:
-            self._vip_up(f)
-        self._announce()
-        self._schedule_announcements()
-        results = await asyncio.gather(*(self._command(f, "start_cmd", f.start_cmd) for f in services))
-        failed = [f.name for f, ok in zip(services, results, strict=True) if not ok]
-        return (not failed, f"start_cmd failed for {', '.join(failed)}" if failed else "")
-
-    async def _release(self) -> None:
-        services = self.cfg.active_failovers
-        await asyncio.gather(*(self._command(f, "stop_cmd", f.stop_cmd) for f in services))
-        for f in services:
-            self._vip_down(f)
-
-    async def _restart(self, name: str, reason: str) -> None:
-        f = self._failover(name)
-        if f is None:
-            return
-        log.warning("restarting service %s locally: %s", name, reason)
-        await self._command(f, "stop_cmd", f.stop_cmd)
-        await self._command(f, "start_cmd", f.start_cmd)
-
-    def _vip_up(self, f: Failover) -> None:
-        assert f.address is not None
-        if self.vips is None:
-            log.info("test-start: would add %s on %s", f.address.ip, f.address.label)
-            return
-        prefix = f.prefixlen or self.vips.prefixlen_for(f.address.interface, f.address.ip)
-        added = self.vips.add(
-            f.address.ip, f.address.label, prefix, lifetime=lease_seconds(self.cfg.deadtime)
-        )
-        self.held.add(f.address.ip)
-        self.last_renew = self.now()
-        log.info("%s %s/%d on %s", "added" if added else "adopted", f.address.ip, prefix, f.address.label)
-
-    def _vip_down(self, f: Failover) -> None:
-        assert f.address is not None
-        self.held.discard(f.address.ip)
-        if self.vips is None:
-            log.info("test-start: would remove %s from %s", f.address.ip, f.address.label)
-            return
-        if self.vips.remove(f.address.ip, f.address.label):
-            log.info("removed %s from %s", f.address.ip, f.address.label)
-
-    def _renew_leases(self) -> None:
-        lease = lease_seconds(self.cfg.deadtime)
-        # Renewing at a third of the lease is cheap and survives two lost ticks.
-        if self.vips is None or not self.held or self.now() - self.last_renew < lease / 3:
-            return
-        self.last_renew = self.now()
-        for f in self.cfg.active_failovers:
-            assert f.address is not None
-            if f.address.ip in self.held:
-                prefix = f.prefixlen or self.vips.prefixlen_for(f.address.interface, f.address.ip)
-                self.vips.renew(f.address.ip, f.address.label, prefix, lease)
-
-    def _announce(self) -> None:
-        if self.vips is None:
-            for f in self.cfg.active_failovers:
-                log.info("test-start: would send gratuitous ARP for %s", f.address)
-            return
-        from .arp import GarpSender
-
-        for f in self.cfg.active_failovers:
-            assert f.address is not None
-            frames = self.frames.get(f.address.ip)
-            if frames is None:
-                log.warning("gratuitous ARP for %s not ready yet", f.address.ip)
-                continue
+            self.busy = True
             try:
-                GarpSender(f.address.interface, frames).send_once()
-                self.counters["garp-sent"] += 1
-            except OSError as e:
-                log.warning("gratuitous ARP for %s failed: %s", f.address.ip, e)
+                match job:
+                    case c.Acquire():
+                        failed = await self.services.acquire()
+                        self._schedule_announcements()
+                        why = f"start_cmd failed for {', '.join(failed)}" if failed else ""
+                        self.feed(c.AcquireDone(not failed, why))
+                    case c.Release():
+                        await self.services.release()
+                        self.feed(c.ReleaseDone())
+                    case c.RestartService(name=name, reason=reason):
+                        await self.services.restart(name, reason)
+                    case Reload():
+                        await self._reload()
+            except Exception:  # a bug in one job must not stop failover handling
+                log.exception("error while carrying out %s", type(job).__name__)
+                if isinstance(job, c.Acquire):
+                    self.feed(c.AcquireDone(False, "internal error"))
+                elif isinstance(job, c.Release):
+                    self.feed(c.ReleaseDone())
+            finally:
+                self.busy = False
 
     def _schedule_announcements(self) -> None:
         assert self.loop is not None
@@ -455,26 +386,113 @@ class Daemon:
             self.loop.call_later(i * self.opts.garp_interval, self._announce_if_active)
 
     def _announce_if_active(self) -> None:
-        if self.machine.state is State.ACTIVE:
-            self._announce()
+        if self.machine.state is State.ACTIVE and self.services is not None:
+            self.services.announce()
 
-    async def _command(self, f: Failover, key: str, cmd: str | None) -> bool:
-        if not cmd:
-            return True
-        if self.opts.test_start:
-            log.info("test-start: would run %s of %s: %s", key, f.name, cmd)
-            return True
-        from .commands import run_command
+    # -- service probes -----------------------------------------------------
 
-        result = await run_command(cmd, self.opts.command_timeout)
-        tail = result.output.strip().splitlines()[-3:]
-        if result.timed_out:
-            log.error("%s of %s timed out after %gs and was killed: %s", key, f.name, result.duration, cmd)
-        elif result.ok:
-            log.info("%s of %s ok (%.2fs)", key, f.name, result.duration)
-        else:
-            log.error("%s of %s exited %s: %s", key, f.name, result.returncode, " | ".join(tail))
-        return result.ok
+    def _probe_mode(self) -> str | None:
+        """ "local" on the active node, "partner" on a standby whose partner serves, else None."""
+        m = self.machine
+        if self.busy:
+            return None
+        if m.state is State.ACTIVE:
+            return "local"
+        if m.state is State.STANDBY and m.partner_alive(self.now()) and m.partner.state is State.ACTIVE:
+            return "partner"
+        return None
+
+    async def _monitor(self) -> None:
+        """Probe every service each keepalive, as nanny did; report failures to the machine."""
+        assert self.services is not None
+        mode: str | None = None
+        while True:
+            started = self.now()
+            new_mode = self._probe_mode()
+            if new_mode != mode:
+                mode = new_mode
+                # A new holder needs time to start its service before a probe means anything.
+                for s in self.services:
+                    s.reset_probe(started, self.cfg.deadtime)
+            if mode is not None:
+                results = await self.services.probe_all()
+                # The world may have moved while we probed: only report what still applies.
+                if self._probe_mode() == mode:
+                    for s, result in results:
+                        if s.record(result, self.now()):
+                            log.warning("service %s failed: %s", s.name, result.reason)
+                            if mode == "local":
+                                self.feed(c.LocalServiceFailed(s.name, result.reason))
+                            else:
+                                self.feed(c.PartnerServiceFailed(s.name, result.reason))
+            await asyncio.sleep(max(0.0, started + self.cfg.keepalive - self.now()))
+
+    # -- SIGHUP -------------------------------------------------------------
+
+    async def _reload(self) -> None:
+        """Apply a changed lvs.cf without touching what did not change; keep everything on error."""
+        from .config import ConfigError, load
+        from .config.summary import local_ipv4_addresses
+
+        assert self.services is not None
+        path = self.cfg.path
+        log.info("SIGHUP: re-reading %s", path)
+        try:
+            new, warnings = load(path)
+            for w in warnings:
+                log.warning("%s", w)
+            if new.service is not self.cfg.service:
+                raise StartupError(f"service = {new.service.value} needs a restart of pulse")
+            fixed = (
+                "primary",
+                "primary_private",
+                "backup",
+                "backup_private",
+                "backup_active",
+                "heartbeat_port",
+            )
+            moved = [k for k in fixed if getattr(new, k) != getattr(self.cfg, k)]
+            if moved:
+                raise StartupError(f"changing {', '.join(moved)} needs a restart of pulse")
+            find_membership(new, local_ipv4_addresses())
+            check_interfaces(new)
+        except ConfigError as e:
+            for d in e.diagnostics:
+                log.error("%s", d)
+            log.error("reload failed: keeping the running configuration and VIPs")
+            return
+        except StartupError as e:
+            log.error("%s; reload refused: keeping the running configuration and VIPs", e.render(path))
+            return
+        old = self.services.services
+        wanted = {f.name: f for f in new.active_failovers}
+        removed = [s for name, s in old.items() if wanted.get(name) != s.f]
+        kept = {name: s for name, s in old.items() if wanted.get(name) == s.f}
+        fresh = self._service_set(new, self.services.vips)
+        fresh.services = {name: kept.get(name, fresh.services[name]) for name in fresh.services}
+        fresh.last_renew = self.services.last_renew
+        added = [s for name, s in fresh.services.items() if name not in kept]
+        serving = self.machine.state is State.ACTIVE
+        if serving and removed:
+            await self.services.release(removed)
+        for s in removed:
+            if s.garp is not None:
+                s.garp.close()
+        self.services = fresh
+        self.cfg = new
+        self.digest = new.digest()
+        self.machine.timers = self._timers(new)
+        await fresh.prepare_frames()
+        failed = await fresh.acquire(added) if serving and added else []
+        log.info(
+            "reloaded %s: %d service(s) added, %d removed or changed, %d unchanged%s",
+            path,
+            len(added),
+            len(removed),
+            len(kept),
+            f"; start_cmd failed for {', '.join(failed)}" if failed else "",
+        )
+        self._schedule()
 
 
 def pidfile_owner(path: str) -> int | None:

@@ -1,0 +1,270 @@
+"""The failover services as running things: per lvs.cf block, its VIP, announcements, commands, probes.
+
+The daemon decides nothing here; it asks a ServiceSet to acquire, release, restart, announce or probe.
+With no VipManager (``-t/--test-start``) every side effect is only logged as what would be done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .config.model import Failover
+
+if TYPE_CHECKING:
+    from .arp import GarpSender
+    from .probe import ProbeResult
+    from .vip import VipManager
+
+log = logging.getLogger("pulse")
+
+# A service is failed after this many probes in a row fail: one lost SYN is no failover,
+# and at one probe per keepalive it still bounds detection to about 3 keepalives.
+PROBE_FAILURES = 3
+RESTART_BACKOFF_MAX = 60.0
+
+
+def lease_seconds(deadtime: float) -> int:
+    """Kernel lifetime of a held VIP: it vanishes about deadtime after pulse dies (whole seconds)."""
+    return max(1, math.ceil(deadtime))
+
+
+@dataclass
+class Service:
+    """One failover block and what is known of it while running."""
+
+    f: Failover
+    frames: list[bytes] | None = None
+    garp: GarpSender | None = None
+    held: bool = False
+    probe_ok: bool | None = None  # None: not probed since the last change of holder
+    probe_reason: str = ""
+    probe_latency: float | None = None
+    failures: int = 0
+    changed_at: float = 0.0
+    grace_until: float = 0.0  # failures before this are a service still starting, not a failure
+    restart_delay: float = 1.0
+    next_restart: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.f.name
+
+    @property
+    def ip(self):  # noqa: ANN201 - IPv4Address; the address is mandatory for an active failover
+        assert self.f.address is not None
+        return self.f.address.ip
+
+    def reset_probe(self, now: float, grace: float = 0.0) -> None:
+        """Forget past results: the holder changed, or the service was (re)started."""
+        self.probe_ok, self.probe_reason, self.failures, self.changed_at = None, "", 0, now
+        self.grace_until = now + grace
+
+    def record(self, result: ProbeResult, now: float) -> bool:
+        """Note one probe result; True exactly when the service has just become failed."""
+        self.probe_latency = result.latency
+        if result.ok:
+            if self.probe_ok is False:
+                log.info("service %s answers again (%s)", self.name, result.reason)
+            self.failures = 0
+            self.restart_delay = 1.0
+            if self.probe_ok is not True:
+                self.changed_at = now
+            self.probe_ok, self.probe_reason = True, result.reason
+            return False
+        self.probe_reason = result.reason
+        if now < self.grace_until:
+            return False
+        self.failures += 1
+        if self.failures == 1:
+            log.info("probe of %s failed: %s", self.name, result.reason)
+        if self.failures >= PROBE_FAILURES and self.probe_ok is not False:
+            self.probe_ok, self.changed_at = False, now
+            return True
+        return False
+
+
+class ServiceSet:
+    """All failover services of one config: VIPs, gratuitous ARP, start/stop commands, probes."""
+
+    def __init__(
+        self,
+        failovers: Iterable[Failover],
+        vips: VipManager | None,
+        deadtime: float,
+        command_timeout: float,
+        now: Callable[[], float],
+    ) -> None:
+        self.vips = vips
+        self.deadtime = deadtime
+        self.command_timeout = command_timeout
+        self.now = now
+        self.services: dict[str, Service] = {f.name: Service(f) for f in failovers if f.active}
+        self.last_renew = 0.0
+
+    def __iter__(self):  # noqa: ANN204
+        return iter(list(self.services.values()))
+
+    @property
+    def dry(self) -> bool:
+        return self.vips is None
+
+    def close(self) -> None:
+        for s in self:
+            if s.garp is not None:
+                s.garp.close()
+
+    # -- start-up -----------------------------------------------------------
+
+    def clear_stale(self) -> None:
+        """A VIP left by a crashed pulse must not answer while the partner serves."""
+        if self.vips is None:
+            return
+        for s in self:
+            assert s.f.address is not None
+            if self.vips.remove(s.ip, s.f.address.label):
+                log.warning("removed %s left on %s by an earlier run", s.ip, s.f.address.label)
+
+    async def prepare_frames(self) -> None:
+        """Build gratuitous ARP frames once per VIP (scapy runs in a short-lived child)."""
+        if self.vips is None:
+            return
+        from .arp import build_frames_in_child_async
+
+        todo = [s for s in self if s.frames is None]
+        if not todo:
+            return
+        wanted = [(self.vips.interface_mac(s.f.address.interface), s.ip) for s in todo]  # type: ignore[union-attr]
+        built = await build_frames_in_child_async(wanted)
+        for s, key in zip(todo, wanted, strict=True):
+            s.frames = built.get(key)
+
+    # -- taking and giving up ----------------------------------------------
+
+    async def acquire(self, services: Iterable[Service] | None = None) -> list[str]:
+        """VIPs up, one gratuitous ARP each at once, then start_cmds; returns the names that failed."""
+        chosen = list(self if services is None else services)
+        for s in chosen:
+            self.vip_up(s)
+        self.announce(chosen)
+        ok = await asyncio.gather(*(self.command(s, "start_cmd") for s in chosen))
+        now = self.now()
+        for s in chosen:
+            s.reset_probe(now, self.deadtime)
+        return [s.name for s, good in zip(chosen, ok, strict=True) if not good]
+
+    async def release(self, services: Iterable[Service] | None = None) -> None:
+        """stop_cmds, then VIPs down (Piranha's order: the service stops before its address goes)."""
+        chosen = list(self if services is None else services)
+        await asyncio.gather(*(self.command(s, "stop_cmd") for s in chosen))
+        now = self.now()
+        for s in chosen:
+            self.vip_down(s)
+            s.reset_probe(now)
+
+    async def restart(self, name: str, reason: str) -> None:
+        """stop_cmd then start_cmd, with a doubling back-off so a broken service is not hammered."""
+        s = self.services.get(name)
+        now = self.now()
+        if s is None:
+            return
+        if now < s.next_restart:
+            log.info("service %s still failing; next restart in %.0f s", name, s.next_restart - now)
+            return
+        log.warning("restarting service %s locally: %s", name, reason)
+        await self.command(s, "stop_cmd")
+        await self.command(s, "start_cmd")
+        s.next_restart = self.now() + s.restart_delay
+        s.restart_delay = min(RESTART_BACKOFF_MAX, s.restart_delay * 2)
+        s.reset_probe(self.now(), self.deadtime)
+
+    def vip_up(self, s: Service) -> None:
+        assert s.f.address is not None
+        s.held = True
+        if self.vips is None:
+            log.info("test-start: would add %s on %s", s.ip, s.f.address.label)
+            return
+        prefix = s.f.prefixlen or self.vips.prefixlen_for(s.f.address.interface, s.ip)
+        added = self.vips.add(s.ip, s.f.address.label, prefix, lifetime=lease_seconds(self.deadtime))
+        self.last_renew = self.now()
+        log.info("%s %s/%d on %s", "added" if added else "adopted", s.ip, prefix, s.f.address.label)
+
+    def vip_down(self, s: Service) -> None:
+        assert s.f.address is not None
+        s.held = False
+        if self.vips is None:
+            log.info("test-start: would remove %s from %s", s.ip, s.f.address.label)
+            return
+        if self.vips.remove(s.ip, s.f.address.label):
+            log.info("removed %s from %s", s.ip, s.f.address.label)
+
+    def renew_leases(self) -> None:
+        """Push held VIPs' kernel lifetimes ahead; re-add and re-announce one that vanished."""
+        lease = lease_seconds(self.deadtime)
+        # A third of the lease: cheap, and two lost ticks still do not let it lapse.
+        if self.vips is None or self.now() - self.last_renew < lease / 3:
+            return
+        self.last_renew = self.now()
+        for s in self:
+            if s.held:
+                assert s.f.address is not None
+                if self.vips.renew(s.ip, s.f.address.label, s.f.prefixlen, lease):
+                    log.warning("%s had vanished from %s: added again", s.ip, s.f.address.label)
+                    self.announce([s])
+
+    def announce(self, services: Iterable[Service] | None = None) -> int:
+        """One round of gratuitous ARP for the given (default: held) VIPs; frames sent."""
+        chosen = [s for s in self if s.held] if services is None else list(services)
+        if self.vips is None:
+            for s in chosen:
+                log.info("test-start: would send gratuitous ARP for %s", s.f.address)
+            return 0
+        from .arp import GarpSender
+
+        sent = 0
+        for s in chosen:
+            assert s.f.address is not None
+            if s.frames is None:
+                log.warning("gratuitous ARP for %s not ready yet", s.ip)
+                continue
+            try:
+                if s.garp is None:
+                    s.garp = GarpSender(s.f.address.interface, s.frames)
+                sent += s.garp.send_once()
+            except OSError as e:
+                log.warning("gratuitous ARP for %s failed: %s", s.ip, e)
+        return sent
+
+    async def command(self, s: Service, key: str) -> bool:
+        cmd: str | None = getattr(s.f, key)
+        if not cmd:
+            return True
+        if self.vips is None:
+            log.info("test-start: would run %s of %s: %s", key, s.name, cmd)
+            return True
+        from .commands import run_command
+
+        result = await run_command(cmd, self.command_timeout)
+        tail = " | ".join(result.output.strip().splitlines()[-3:])
+        if result.timed_out:
+            log.error("%s of %s timed out after %.1fs and was killed: %s", key, s.name, result.duration, cmd)
+        elif result.ok:
+            log.info("%s of %s ok (%.2fs)", key, s.name, result.duration)
+        else:
+            log.error("%s of %s exited %s: %s", key, s.name, result.returncode, tail or "(no output)")
+        return result.ok
+
+    # -- probes -------------------------------------------------------------
+
+    async def probe_all(self) -> list[tuple[Service, ProbeResult]]:
+        """Probe every service once through its VIP, concurrently."""
+        from .probe import probe
+
+        chosen = list(self)
+        results = await asyncio.gather(*(probe(s.f, str(s.ip)) for s in chosen))
+        return list(zip(chosen, results, strict=True))
