@@ -415,17 +415,27 @@ class Daemon:
                 for s in self.services:
                     s.reset_probe(started, self.cfg.deadtime)
             if mode is not None:
-                results = await self.services.probe_all()
-                # The world may have moved while we probed: only report what still applies.
-                if self._probe_mode() == mode:
-                    for s, result in results:
-                        if s.record(result, self.now()):
-                            log.warning("service %s failed: %s", s.name, result.reason)
-                            if mode == "local":
-                                self.feed(c.LocalServiceFailed(s.name, result.reason))
-                            else:
-                                self.feed(c.PartnerServiceFailed(s.name, result.reason))
+                try:
+                    await self._probe_round(mode)
+                except Exception:  # a probe bug must not end monitoring for good
+                    self.counters["probe-errors"] += 1
+                    if self.counters["probe-errors"] == 1:
+                        log.exception("service probe round failed (further failures are only counted)")
             await asyncio.sleep(max(0.0, started + self.cfg.keepalive - self.now()))
+
+    async def _probe_round(self, mode: str) -> None:
+        assert self.services is not None
+        results = await self.services.probe_all()
+        # The world may have moved while we probed: only report what still applies.
+        if self._probe_mode() != mode:
+            return
+        for s, result in results:
+            if s.record(result, self.now()):
+                log.warning("service %s failed: %s", s.name, result.reason)
+                if mode == "local":
+                    self.feed(c.LocalServiceFailed(s.name, result.reason))
+                else:
+                    self.feed(c.PartnerServiceFailed(s.name, result.reason))
 
     # -- SIGHUP -------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
+from .config.model import Config
 from .lab import Lab
 
 REPO = Path(__file__).resolve().parent.parent
@@ -92,7 +93,7 @@ class Testbed:
         global_settings: dict[str, Any],
     ) -> Path:
         """The shipped example with the lab's addresses: what the demo tells admins to edit."""
-        from .config import loads, write
+        from .config import loads
         from .config.model import DeviceAddress
 
         cfg, _ = loads(EXAMPLE.read_text(), str(EXAMPLE))
@@ -123,6 +124,13 @@ class Testbed:
             **extra,
             **global_settings,
         )
+        return self.save_config(cfg)
+
+    def save_config(self, cfg: Config) -> Path:
+        """Write ``cfg`` as both nodes' lvs.cf (one file: the lab's nodes share this disk)."""
+        from .config import write
+
+        self.cfg = cfg
         self.config_path.write_text(write(cfg))
         return self.config_path
 
@@ -181,6 +189,18 @@ class Testbed:
     def kill(self, name: str) -> None:
         self.signal(name, signal.SIGKILL)
         self.pulses[name].wait(5)
+
+    def kill_service(self, name: str) -> int | None:
+        """SIGKILL the managed service on ``name`` (the pid its start_cmd recorded); its pid or None."""
+        try:
+            pid = int((self.workdir / f"service-{name}.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return None
+        return pid
 
     # -- observation -------------------------------------------------------
 
