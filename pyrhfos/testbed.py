@@ -136,7 +136,8 @@ class Testbed:
 
     # -- pulse processes ---------------------------------------------------
 
-    def start(self, name: str, *extra: str) -> subprocess.Popen[Any]:
+    def start(self, name: str, *extra: str, config: Path | None = None) -> subprocess.Popen[Any]:
+        """Start pulse in the foreground on ``name``, its output in pulse-NAME.log."""
         node = self.nodes[name]
         logf = open(self.log_path(name), "ab")  # noqa: SIM115 - the child owns it from here
         argv = [
@@ -146,7 +147,7 @@ class Testbed:
             "--nodaemon",
             "--verbose",
             "-c",
-            str(self.config_path),
+            str(config or self.config_path),
             "--pidfile",
             str(self.workdir / f"pulse-{name}.pid"),
             *extra,

@@ -117,8 +117,15 @@ def test_test_start_takes_nothing(bed: Testbed) -> None:
 
 def test_startup_error_names_the_addresses_this_host_has(bed: Testbed) -> None:
     res = bed.client.run(
-        sys.executable, "-m", "pyrhfos.cli", "-n", "-c", str(bed.config_path), "--pidfile",
-        str(bed.workdir / "client.pid"), check=False,
+        sys.executable,
+        "-m",
+        "pyrhfos.cli",
+        "-n",
+        "-c",
+        str(bed.config_path),
+        "--pidfile",
+        str(bed.workdir / "client.pid"),
+        check=False,
     )
     assert res.returncode == 2
     assert "neither primary nor backup" in res.stderr and "192.0.2.50" in res.stderr
@@ -175,3 +182,46 @@ def test_piranha_primary_active_keeps_pyrhfos_backup_standby(bed: Testbed) -> No
     # Piranha's pulse exits on SIGTERM without a word: pyrhfos takes over after deadtime.
     peer.send_signal(signal.SIGTERM)
     assert wait_until(lambda: bed.holds_vip("b"), SETTLE), bed.log("b")
+
+
+def test_config_mismatch_is_logged_once(bed: Testbed) -> None:
+    other = bed.workdir / "lvs-b.cf"
+    other.write_text(bed.config_path.read_text().replace("serial_no = 1", "serial_no = 2"))
+    bed.start("a")
+    bed.start("b", config=other)
+    assert bed.wait_holders({"a"}, SETTLE) == {"a"}
+    time.sleep(10 * KEEPALIVE)
+    for name in ("a", "b"):
+        assert bed.log(name).count("config mismatch") == 1, bed.log(name)
+    assert "serial 2" in bed.log("a") and "serial 1" in bed.log("b")
+
+
+def test_daemonizes_with_pid_file_and_releases_on_sigterm(bed: Testbed) -> None:
+    import os
+
+    import psutil
+
+    pidfile = bed.workdir / "daemon.pid"
+    res = bed.a.run(
+        sys.executable, "-m", "pyrhfos.cli", "-c", str(bed.config_path), "--pidfile", str(pidfile)
+    )
+    pid = None
+    try:
+        assert res.returncode == 0, res.stderr
+        assert wait_until(pidfile.exists, 10)
+        pid = int(pidfile.read_text())
+        proc = psutil.Process(pid)
+        assert proc.ppid() != os.getpid(), "detached from its starter"
+        assert wait_until(lambda: bed.holds_vip("a"), SETTLE)
+        os.kill(pid, signal.SIGTERM)
+        assert wait_until(lambda: not psutil.pid_exists(pid), SETTLE)
+        pid = None
+        assert not bed.holds_vip("a") and not pidfile.exists()
+    finally:
+        # It left the lab's process group when it daemonized: end it by pid, if it is ours.
+        if (
+            pid is not None
+            and psutil.pid_exists(pid)
+            and "pyrhfos.cli" in " ".join(psutil.Process(pid).cmdline())
+        ):
+            os.kill(pid, signal.SIGKILL)
