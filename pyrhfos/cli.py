@@ -12,8 +12,12 @@ import logging.handlers
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from .config.model import Config
 
 DEFAULT_CONFIGS = ("/etc/sysconfig/ha/lvs.cf", "/etc/lvs.cf")
 DEFAULT_PIDFILE = "/var/run/pulse.pid"
@@ -125,7 +129,7 @@ def daemonize() -> None:
     os.close(devnull)
 
 
-def load_or_report(path: str) -> object:
+def load_or_report(path: str) -> Config | None:
     """Load lvs.cf; on errors print them as FILE:LINE:COL lines and return None."""
     from .config import ConfigError, load
 
@@ -145,7 +149,7 @@ def cmd_check(path: str) -> int:
     cfg = load_or_report(path)
     if cfg is None:
         return EXIT_CONFIG
-    print(format_summary(cfg, local_ipv4_addresses()))  # type: ignore[arg-type]
+    print(format_summary(cfg, local_ipv4_addresses()))
     return 0
 
 
@@ -164,12 +168,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_daemon(args: argparse.Namespace, path: str) -> int:
     from .config.model import ServiceKind
     from .config.summary import local_ipv4_addresses
-    from .daemon import Daemon, Options, StartupError, check_interfaces, find_membership, pidfile_owner
+    from .daemon import (
+        Daemon,
+        Options,
+        StartupError,
+        check_interfaces,
+        find_membership,
+        pidfile_owner,
+        read_heartbeat_key,
+    )
 
     cfg = load_or_report(path)
     if cfg is None:
         return EXIT_CONFIG
-    if cfg.service is ServiceKind.LVS:  # type: ignore[attr-defined]
+    if cfg.service is ServiceKind.LVS:
         print(
             f"{path}: service = lvs (IPVS virtual servers) is read and validated but not run by this "
             "version of pulse; use service = fos, or Piranha's pulse for LVS",
@@ -177,8 +189,9 @@ def run_daemon(args: argparse.Namespace, path: str) -> int:
         )
         return EXIT_CONFIG
     try:
-        membership = find_membership(cfg, local_ipv4_addresses())  # type: ignore[arg-type]
-        check_interfaces(cfg)  # type: ignore[arg-type]
+        membership = find_membership(cfg, local_ipv4_addresses())
+        check_interfaces(cfg)
+        key = read_heartbeat_key(cfg)
     except StartupError as e:
         print(e.render(path), file=sys.stderr)
         return EXIT_CONFIG
@@ -203,7 +216,7 @@ def run_daemon(args: argparse.Namespace, path: str) -> int:
         log.error("cannot write pid file %s: %s", args.pidfile, e)
         return 1
     try:
-        return asyncio.run(Daemon(cfg, membership, opts).run())  # type: ignore[arg-type]
+        return asyncio.run(Daemon(cfg, membership, opts, key).run())
     except StartupError as e:
         log.error("%s", e.render(path))
         return EXIT_CONFIG

@@ -26,6 +26,7 @@ from .heartbeat import (
     Flag,
     PiranhaBeat,
     PiranhaMagic,
+    ReplayGuard,
     decode,
     encode,
     encode_piranha,
@@ -94,6 +95,27 @@ def check_interfaces(cfg: Config) -> None:
             ) from None
 
 
+def read_heartbeat_key(cfg: Config) -> bytes | None:
+    """The shared beat key named by ``heartbeat_key``; it must be secret (mode 0600) and not empty."""
+    if cfg.heartbeat_key is None:
+        return None
+    pos = cfg.positions.get("heartbeat_key")
+    path = cfg.heartbeat_key
+    try:
+        st = os.stat(path)
+        with open(path, "rb") as fh:
+            key = fh.read().strip()
+    except OSError as e:
+        raise StartupError(f"heartbeat_key {path}: {e.strerror}", pos) from None
+    if st.st_mode & 0o077:
+        raise StartupError(
+            f"heartbeat_key {path} is mode {st.st_mode & 0o777:04o}: it must be 0600 (chmod 600 {path})", pos
+        )
+    if not key:
+        raise StartupError(f"heartbeat_key {path} is empty", pos)
+    return key
+
+
 @dataclass(frozen=True)
 class Options:
     """Command-line choices that shape the daemon (not the config)."""
@@ -137,10 +159,13 @@ Job = c.Acquire | c.Release | c.RestartService | Reload
 class Daemon:
     """One pulse process: owns the socket, the timers and the side effects."""
 
-    def __init__(self, cfg: Config, membership: Membership, opts: Options) -> None:
+    def __init__(self, cfg: Config, membership: Membership, opts: Options, key: bytes | None = None) -> None:
         self.cfg = cfg
         self.me = membership
         self.opts = opts
+        self.key = key
+        # One guard per path: the same beat (same seq) arrives on the public and the private path.
+        self.guards = {str(a): ReplayGuard(partner=membership.role.partner) for a in membership.partner_paths}
         self.digest = cfg.digest()
         self.boot_id = secrets.token_bytes(8)
         self.seq = 0
@@ -200,6 +225,8 @@ class Daemon:
             ", ".join(map(str, self.me.partner_paths)) or "none",
             " [test-start: no VIP, ARP or command will be run]" if self.opts.test_start else "",
         )
+        if self.cfg.backup_active and self.key is None:
+            log.warning("heartbeats are not authenticated: set heartbeat_key in lvs.cf to sign them")
         tasks = [
             asyncio.create_task(self._worker()),
             asyncio.create_task(self._monitor()),
@@ -246,9 +273,13 @@ class Daemon:
             self._drop("unexpected-source", f"heartbeat from {source}, which is not the partner")
             return
         try:
-            beat = decode(data)
+            beat = decode(data, self.key)
         except DecodeError as e:
             self._drop(e.reason, f"bad heartbeat from {source}: {e.reason}")
+            return
+        if isinstance(beat, Beat) and not self.guards[source].accept(beat):
+            reason = self.guards[source].reason or "replay"
+            self._drop(reason, f"heartbeat from {source} rejected: {reason}")
             return
         if isinstance(beat, PiranhaBeat):
             event = self._from_piranha(beat, source)
@@ -341,7 +372,7 @@ class Daemon:
         if self.partner_piranha:
             data = encode_piranha(piranha_magic_for(beat), self.piranha_little_endian)
         else:
-            data = encode(beat)
+            data = encode(beat, self.key)
         for path in self.me.partner_paths:
             try:
                 self.transport.sendto(data, (str(path), self.cfg.heartbeat_port))
