@@ -354,7 +354,9 @@ class Daemon:
 
     def _send_beat(self, a: c.SendBeat) -> None:
         assert self.services is not None
-        if self.machine.state in c.ACTIVE_STATES:
+        # Only a node that means to keep its VIPs renews them: after a freeze the lapsed
+        # lease must stay lapsed while the node releases.
+        if self.machine.state is State.ACTIVE:
             self.services.renew_leases()
         if self.transport is None:
             return
