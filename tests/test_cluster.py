@@ -98,7 +98,7 @@ def t3() -> None:
     c = node()
     out = c.handle(Start(), 0.0)
     assert c.state is State.STARTING and beats(out)[0].state is State.STARTING
-    assert c.next_deadline() == pytest.approx(min(TIMERS.keepalive, TIMERS.listen))
+    assert c.next_deadline() == pytest.approx(min(TIMERS.beat_interval, TIMERS.listen))
 
 
 def t4() -> None:
@@ -356,10 +356,14 @@ def t31() -> None:
 
 
 def t32() -> None:
-    c = active_primary()
-    assert beats(c.handle(Tick(), 0.5)) == []
-    assert beats(c.handle(Tick(), 1.2))[0].state is State.ACTIVE
-    assert c.next_deadline() == pytest.approx(2.2)
+    c = active_primary()  # its last beat went out at 0.2
+    step = TIMERS.beat_interval
+    assert step == pytest.approx(TIMERS.deadtime / 12), "12 beats per deadtime, never fewer"
+    assert beats(c.handle(Tick(), 0.2 + step / 2)) == []
+    assert beats(c.handle(Tick(), 0.2 + step))[0].state is State.ACTIVE
+    assert c.next_deadline() == pytest.approx(0.2 + 2 * step)
+    slow = Timers(keepalive=1.0, deadtime=30.0)
+    assert slow.beat_interval == 1.0, "never slower than keepalive"
 
 
 def t33() -> None:

@@ -132,3 +132,38 @@ def test_both_started_at_once_ten_times_one_holder(lab: Any, tmp_path: Path) -> 
 
 def replace_service(bed: Testbed, **changes: Any) -> Any:
     return dataclasses.replace(bed.cfg, failovers=(dataclasses.replace(bed.cfg.failovers[0], **changes),))
+
+
+def test_either_heartbeat_path_alone_keeps_the_pair_together(lab: Any, tmp_path: Path) -> None:
+    bed = pair(lab, tmp_path, private=True)
+    for ifname in ("eth1", "eth0"):
+        bed.a.link_down(ifname)
+        time.sleep(3 * DEADTIME)
+        assert bed.holders() == {"a"}, f"cutting {ifname} alone caused a failover"
+        assert "-> active" not in bed.log("b")
+        bed.a.link_up(ifname)
+        time.sleep(DEADTIME)
+    bed.a.link_down("eth0")
+    bed.a.link_down("eth1")
+    assert wait_until(lambda: bed.holds_vip("b"), SETTLE), "both paths cut: the backup takes over"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("nft") is None, reason="nftables (nft) not installed")
+def test_thirty_percent_beat_loss_for_two_minutes_causes_no_failover(lab: Any, tmp_path: Path) -> None:
+    keepalive = 0.1  # deadtime = 3 x keepalive: the tightest setting the issue asks to survive
+    bed = Testbed(lab, tmp_path, keepalive=keepalive, deadtime=3 * keepalive)
+    bed.start("a")
+    bed.start("b")
+    assert bed.wait_holders({"a"}, SETTLE) == {"a"}, bed.log("a")
+    assert wait_until(lambda: "standby" in bed.log("b"), SETTLE)
+    for name in ("a", "b"):
+        nft(bed, name, "add table inet loss")
+        nft(bed, name, "add chain inet loss in { type filter hook input priority 0 ; }")
+        nft(bed, name, "add rule inet loss in udp dport 539 numgen random mod 100 < 30 drop")
+    time.sleep(120)
+    for name in ("a", "b"):
+        nft(bed, name, "delete table inet loss")
+    assert bed.holders() == {"a"}
+    assert "-> active" not in bed.log("b"), bed.log("b")
+    assert bed.log("a").count("-> active") == 1
