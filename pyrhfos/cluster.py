@@ -208,6 +208,7 @@ class Partner:
     alive_since: float | None = None
     inactive_since: float | None = None  # since when it has been seen not active
     gave_up: bool = False  # it was active and stepped down while alive
+    stopme: bool = False  # it is asking us to release: it is about to take over
 
     def last(self) -> float | None:
         return max(self.last_heard.values()) if self.last_heard else None
@@ -342,6 +343,7 @@ class Cluster:
         was_state = p.state
         p.last_heard[beat.path] = now
         p.hold = beat.hold
+        p.stopme = beat.stopme
         if beat.leaving:
             p.left = True
             p.state = State.STOPPED
@@ -362,6 +364,8 @@ class Cluster:
             # service, a manual release): take over now, not after deadtime.
             p.gave_up = was_alive and was_state in ACTIVE_STATES
         if beat.stopme and self.state is State.ACTIVE:
+            # Our service failed as the partner sees it: do not take it straight back.
+            self.hold_until = now + self.timers.holddown
             self._release(now, "partner asked this node to release (it is taking over)", out)
             return
         if self.state is State.ACTIVE and beat.state is State.ACTIVE:
@@ -425,7 +429,7 @@ class Cluster:
             if now >= self._silence_deadline():
                 silent = now - (p.last() if p.last() is not None else self.started_at or now)
                 self._activate(now, f"no heartbeat from partner for {silent:.2f} s", out)
-        elif p.state in ACTIVE_STATES or self.in_holddown(now):
+        elif p.state in ACTIVE_STATES or p.stopme or self.in_holddown(now):
             return
         elif p.state is State.STANDBY and self.role is Role.PRIMARY:
             self._activate(now, "no active node: the primary takes the services", out)

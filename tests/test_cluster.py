@@ -282,7 +282,10 @@ def t21() -> None:
 def t22() -> None:
     c = active_primary()
     out = c.handle(beat(State.STANDBY, stopme=True), 0.5)
-    assert c.state is State.RELEASING and Release in kinds(out)
+    assert c.state is State.RELEASING and Release in kinds(out) and c.in_holddown(0.6)
+    c.handle(ReleaseDone(), 0.6)
+    c.handle(beat(State.STANDBY, stopme=True), 0.7)
+    assert c.state is State.STANDBY, "the partner is taking over: do not take it back"
 
 
 def t23() -> None:
@@ -493,6 +496,16 @@ def test_pair_partition_heals_to_one_holder() -> None:
     p.link["a"] = True
     p.run(10.0 + 2 * TIMERS.keepalive)
     assert p.holders == {"a"}
+
+
+def test_pair_partner_probe_failure_moves_once() -> None:
+    p = Pair()
+    p.start("a", "b")
+    p.run(5.0)
+    p.feed("b", PartnerServiceFailed("web", "refused"))
+    p.run(20.0)
+    assert p.holders == {"b"}
+    assert p.nodes["a"].activations == 1 and p.nodes["b"].activations == 1
 
 
 def test_pair_service_failure_moves_once_and_does_not_ping_pong() -> None:
