@@ -104,8 +104,7 @@ class Testbed:
             vip_nmask=None,
             start_cmd=start,
             stop_cmd=stop,
-            timeout=min(cfg.failovers[0].timeout, 2.0),
-            **service_settings,
+            **{"timeout": min(cfg.failovers[0].timeout, 2.0), **service_settings},
         )
         extra: dict[str, Any] = {}
         if private:
