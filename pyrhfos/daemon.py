@@ -436,7 +436,11 @@ class Daemon:
         return None
 
     async def _monitor(self) -> None:
-        """Probe every service each keepalive, as nanny did; report failures to the machine."""
+        """Probe every service each keepalive, as nanny did; report failures to the machine.
+
+        PROBE_FAILURES failures in a row make a failed service; after the first, the
+        confirming probes come every keepalive / 4.
+        """
         assert self.services is not None
         mode: str | None = None
         while True:
@@ -454,7 +458,11 @@ class Daemon:
                     self.counters["probe-errors"] += 1
                     if self.counters["probe-errors"] == 1:
                         log.exception("service probe round failed (further failures are only counted)")
-            await asyncio.sleep(max(0.0, started + self.cfg.keepalive - self.now()))
+            # A failed probe is confirmed sooner than the next keepalive: a dead service
+            # is then known in about one keepalive, while one lost SYN still fails nothing.
+            suspect = any(s.failures and s.probe_ok is not False for s in self.services)
+            period = self.cfg.keepalive / 4 if suspect else self.cfg.keepalive
+            await asyncio.sleep(max(0.0, started + period - self.now()))
 
     async def _probe_round(self, mode: str) -> None:
         assert self.services is not None
