@@ -174,7 +174,10 @@ class ServiceSet:
         if s is None:
             return
         if now < s.next_restart:
+            # Back off: count failures again only once the next restart is allowed,
+            # so the failure is reported (and the restart done) then, not forgotten.
             log.info("service %s still failing; next restart in %.0f s", name, s.next_restart - now)
+            s.reset_probe(now, s.next_restart - now)
             return
         log.warning("restarting service %s locally: %s", name, reason)
         await self.command(s, "stop_cmd")

@@ -149,3 +149,18 @@ def test_sighup_adding_a_service_leaves_the_first_untouched(make_bed: Any) -> No
     assert (VIP, 24, "eth0:1") in bed.a.addresses()
     assert "1 service(s) added, 0 removed or changed, 1 unchanged" in bed.log("a")
     assert not any(ip == "192.0.2.12" for ip, _, _ in bed.b.addresses())
+
+
+def test_service_flapping_every_second_is_rate_limited(make_bed: Any) -> None:
+    bed = make_bed()
+    serving_pair(bed)
+    end = time.monotonic() + 12
+    while time.monotonic() < end:  # down every second on whichever node serves
+        for name in bed.holders():
+            bed.kill_service(name)
+        time.sleep(1.0)
+    activations = bed.log("a").count("-> active") + bed.log("b").count("-> active")
+    assert activations <= 2, "one start and at most one failover: hold-down stops the ping-pong"
+    assert wait_until(lambda: len(bed.holders()) == 1, SETTLE)
+    holder = next(iter(bed.holders()))
+    assert wait_until(lambda: bed.fetch() == holder, SETTLE), "the holder restarted its service"
