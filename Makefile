@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo lint host-deps clean
+.PHONY: test test-faults demo lint host-deps clean
 
 host-deps:
 	@sh tools/host-deps.sh
@@ -22,6 +22,10 @@ $(STAMP): setup.py
 test: $(STAMP) host-deps
 	$(BIN)/ruff check pyrhfos tests bench
 	$(BIN)/python -m pytest -q tests
+
+# The fault-injection and hostile-input tests alone (they are part of `make test` too).
+test-faults: $(STAMP) host-deps
+	$(BIN)/python -m pytest -q tests/test_faults_lab.py tests/test_auth_lab.py tests/test_hostile_input.py
 
 demo: $(STAMP) host-deps
 	$(BIN)/python -m pyrhfos.demo
