@@ -62,10 +62,11 @@ class Testbed:
         self.nodes = {"a": self.a, "b": self.b}
         self.pulses: dict[str, subprocess.Popen[Any]] = {}
         self.managed_service = managed_service
+        self.service_procs: dict[str, subprocess.Popen[Any]] = {}
         if not managed_service:
             # The service runs on both nodes all the time; start/stop_cmd only leave a trace.
-            for node in self.nodes.values():
-                node.start_service(80, node.name)
+            for name, node in self.nodes.items():
+                self.service_procs[name] = node.start_service(80, node.name)
         self.config_path = workdir / "lvs.cf"
         self.write_config(keepalive, deadtime, private, service_settings or {}, global_settings or {})
 
@@ -191,7 +192,11 @@ class Testbed:
         self.pulses[name].wait(5)
 
     def kill_service(self, name: str) -> int | None:
-        """SIGKILL the managed service on ``name`` (the pid its start_cmd recorded); its pid or None."""
+        """SIGKILL the service on ``name`` (ours, or the pid its start_cmd recorded); its pid or None."""
+        if name in self.service_procs:
+            proc = self.service_procs.pop(name)
+            proc.kill()
+            return proc.pid
         try:
             pid = int((self.workdir / f"service-{name}.pid").read_text().split()[0])
         except (OSError, ValueError, IndexError):

@@ -10,7 +10,7 @@ import contextlib
 import functools
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any, TypeVar
 
@@ -198,6 +198,31 @@ class VipManager:
             self._write("replace", index, ip, existing["prefixlen"], label, lifetime)
             return False
         return self.add(ip, label, prefixlen, lifetime) or existing is None
+
+    @_in_netlink_thread
+    def renew_all(
+        self, vips: Sequence[tuple[IPv4Address, str, int | None]], lifetime: int
+    ) -> list[IPv4Address]:
+        """``renew`` for many VIPs with one address dump, not one per VIP (200 services: 200x less).
+
+        Returns the VIPs that had vanished and were added again (announce them once more).
+        """
+        current = {}
+        for msg in self._addrs():
+            current[(msg["index"], msg.get_attr("IFA_LOCAL", msg.get_attr("IFA_ADDRESS")))] = msg
+        indexes: dict[str, int] = {}
+        readded = []
+        for ip, label, prefixlen in vips:
+            interface = self._check_label(label)
+            if interface not in indexes:
+                indexes[interface] = self._index(interface)
+            index = indexes[interface]
+            existing = current.get((index, str(ip)))
+            if existing is not None and existing.get_attr("IFA_LABEL") == label:
+                self._write("replace", index, IPv4Address(ip), existing["prefixlen"], label, lifetime)
+            elif self.add(ip, label, prefixlen, lifetime) or existing is None:
+                readded.append(IPv4Address(ip))
+        return readded
 
     @_in_netlink_thread
     def remove(self, ip: IPv4Address, label: str) -> bool:

@@ -169,3 +169,14 @@ def test_import_is_light():
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_renew_all_refreshes_many_and_readds_the_vanished(node, vm):
+    many = [(IPv4Address(f"192.0.2.{h}"), f"eth0:{h}", None) for h in range(20, 30)]
+    for ip, label, _ in many:
+        vm.add(ip, label, lifetime=3)
+    vm.remove(many[3][0], many[3][1])  # gone by hand (or lease lapsed)
+    assert vm.renew_all(many, 30) == [many[3][0]]
+    info = {a["local"]: a for a in node.address_info()}
+    for ip, label, _ in many:
+        assert info[str(ip)]["label"] == label and info[str(ip)]["valid_life_time"] > 10
