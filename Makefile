@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test test-faults demo lint host-deps clean
+.PHONY: test test-faults demo bench lint host-deps clean
 
 host-deps:
 	@sh tools/host-deps.sh
@@ -29,6 +29,12 @@ test-faults: $(STAMP) host-deps
 
 demo: $(STAMP) host-deps
 	$(BIN)/python -m pyrhfos.demo
+
+# Failover outage and idle cost against keepalived (Debian package), rewrites bench/RESULTS.md.
+bench: $(STAMP) host-deps
+	command -v keepalived >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y keepalived)
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet 'matplotlib>=3.6'
+	$(BIN)/python bench/failover.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check pyrhfos tests bench
