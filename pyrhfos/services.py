@@ -216,7 +216,12 @@ class ServiceSet:
         self.last_renew = self.now()
         held = {s.ip: s for s in self if s.held}
         wanted = [(s.ip, s.f.address.label, s.f.prefixlen) for s in held.values()]  # type: ignore[union-attr]
-        for ip in self.vips.renew_all(wanted, lease):
+        try:
+            readded = self.vips.renew_all(wanted, lease)
+        except (OSError, RuntimeError) as e:  # VipError is a RuntimeError; beats must go on regardless
+            log.warning("renewing VIP leases failed: %s", e)
+            return
+        for ip in readded:
             log.warning("%s had vanished from %s: added again", ip, held[ip].f.address.label)  # type: ignore[union-attr]
             self.announce([held[ip]])
 
