@@ -64,22 +64,15 @@ class Membership:
 
 def find_membership(cfg: Config, local: Iterable[IPv4Address]) -> Membership:
     """Match the host's addresses against primary/backup (public and private)."""
-    mine = set(local)
-    primary = {a for a in (cfg.primary, cfg.primary_private) if a is not None}
-    backup = {a for a in (cfg.backup, cfg.backup_private) if a is not None} if cfg.backup_active else set()
-    if mine & primary:
-        role = Role.PRIMARY
-        partner = (cfg.backup, cfg.backup_private) if cfg.backup_active else ()
-    elif mine & backup:
-        role = Role.BACKUP
-        partner = (cfg.primary, cfg.primary_private)
-    else:
-        wanted = ", ".join(str(a) for a in sorted(primary | backup))
-        have = ", ".join(str(a) for a in sorted(mine)) or "none"
+    local = list(local)
+    role = cfg.role_of(local)
+    if role is None:
+        wanted = ", ".join(str(a) for r in Role for a in cfg.node_addresses(r))
+        have = ", ".join(str(a) for a in sorted(set(local))) or "none"
         raise StartupError(
             f"this host is neither primary nor backup: lvs.cf names {wanted}; this host has {have}"
         )
-    return Membership(role, tuple(a for a in partner if a is not None))
+    return Membership(role, cfg.node_addresses(role.partner))
 
 
 def check_interfaces(cfg: Config) -> None:

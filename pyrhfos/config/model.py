@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
+
+from ..node import Role
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,21 @@ class Config:
     @property
     def active_failovers(self) -> tuple[Failover, ...]:
         return tuple(f for f in self.failovers if f.active)
+
+    def node_addresses(self, role: Role) -> tuple[IPv4Address, ...]:
+        """A node's addresses, public first then private; the backup has none without backup_active."""
+        if role is Role.PRIMARY:
+            pair = (self.primary, self.primary_private)
+        elif self.backup_active:
+            pair = (self.backup, self.backup_private)
+        else:
+            return ()
+        return tuple(a for a in pair if a is not None and a != IPv4Address(0))
+
+    def role_of(self, local_addresses: Iterable[IPv4Address]) -> Role | None:
+        """Which node of this file a host with ``local_addresses`` is, if any."""
+        mine = set(local_addresses)
+        return next((r for r in Role if mine & set(self.node_addresses(r))), None)
 
     def digest(self) -> bytes:
         """8-byte digest of the canonical text: equal configs, equal digests.

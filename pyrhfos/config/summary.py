@@ -31,12 +31,8 @@ def local_ipv4_addresses() -> list[IPv4Address]:
 
 def role(cfg: Config, local_addresses: Iterable[IPv4Address]) -> str:
     """ "primary", "backup" or "none": which of the file's nodes this host is."""
-    mine = set(local_addresses)
-    if mine & {a for a in (cfg.primary, cfg.primary_private) if a is not None}:
-        return "primary"
-    if mine & {a for a in (cfg.backup, cfg.backup_private) if a is not None and a != IPv4Address(0)}:
-        return "backup"
-    return "none"
+    found = cfg.role_of(local_addresses)
+    return "none" if found is None else found.name.lower()
 
 
 def _node(public: IPv4Address | None, private: IPv4Address | None) -> str:
