@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 DEFAULT_CONFIGS = ("/etc/sysconfig/ha/lvs.cf", "/etc/lvs.cf")
 DEFAULT_PIDFILE = "/var/run/pulse.pid"
+DEFAULT_SOCKET = "/var/run/pulse.sock"
 EXIT_CONFIG = 2  # bad lvs.cf, or a file this host cannot run
 
 log = logging.getLogger("pulse")
@@ -79,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--garp-interval", type=float, default=1.0, metavar="SECONDS", help="seconds between them (default 1)"
+    )
+    p.add_argument(
+        "--socket",
+        metavar="PATH",
+        default=DEFAULT_SOCKET,
+        help=f"control socket for pulse status/takeover/release (default {DEFAULT_SOCKET}; '' for none)",
     )
     p.add_argument(
         "--command-timeout",
@@ -153,7 +160,47 @@ def cmd_check(path: str) -> int:
     return 0
 
 
+def client_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pulse",
+        description="Ask the running pulse: status (who serves, why, partner, services, counters), "
+        "takeover (this standby node takes the services, planned) or release (this active node hands "
+        "them to its partner, planned).",
+    )
+    p.add_argument("command", choices=("status", "takeover", "release"))
+    p.add_argument("--socket", metavar="PATH", default=DEFAULT_SOCKET, help=f"default {DEFAULT_SOCKET}")
+    p.add_argument("--json", action="store_true", help="status as JSON (schema in docs/status.md)")
+    return p
+
+
+def cmd_client(argv: Sequence[str]) -> int:
+    """``pulse status|takeover|release``: exit 0 done, 1 refused, 3 no daemon answering."""
+    import json
+
+    from .control import render, request
+
+    args = client_parser().parse_args(argv)
+    try:
+        answer = request(args.socket, args.command)
+    except OSError as e:
+        print(f"pulse: no pulse answers on {args.socket}: {e.strerror or e}", file=sys.stderr)
+        return 3
+    if not answer.get("ok"):
+        print(f"pulse {args.command}: {answer.get('error', 'failed')}", file=sys.stderr)
+        return 1
+    if args.command != "status":
+        print(answer["message"])
+    elif args.json:
+        print(json.dumps(answer["status"], indent=2, sort_keys=True))
+    else:
+        print(render(answer["status"]))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("status", "takeover", "release"):
+        return cmd_client(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.usage:
@@ -208,6 +255,7 @@ def run_daemon(args: argparse.Namespace, path: str) -> int:
         garp_count=max(1, args.garp_count),
         garp_interval=args.garp_interval,
         command_timeout=args.command_timeout,
+        socket=args.socket or None,
     )
     try:
         with open(args.pidfile, "w") as fh:

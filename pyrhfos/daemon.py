@@ -12,11 +12,12 @@ import os
 import secrets
 import signal
 import socket
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import cluster as c
 from .config.model import Config, Position
@@ -118,6 +119,7 @@ class Options:
     garp_count: int = 5
     garp_interval: float = 1.0
     command_timeout: float = 60.0  # start_cmd/stop_cmd/send_program: killed with their tree after this
+    socket: str | None = None  # control socket path (pulse status/takeover/release)
 
 
 # Piranha's beats carry only "running", "stopped" or "stop me".
@@ -173,6 +175,7 @@ class Daemon:
         self.partner_piranha: bool | None = None  # None until the partner is heard
         self.piranha_little_endian = True
         self.mismatch_logged: set[bytes] = set()
+        self.partner_digest: bytes | None = None
         self.transport: asyncio.DatagramTransport | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.jobs: asyncio.Queue[Job] = asyncio.Queue()
@@ -220,6 +223,12 @@ class Daemon:
         )
         if self.cfg.backup_active and self.key is None:
             log.warning("heartbeats are not authenticated: set heartbeat_key in lvs.cf to sign them")
+        control = None
+        if self.opts.socket:
+            from .control import ControlServer
+
+            control = ControlServer(self.opts.socket, self._control)
+            await control.start()
         tasks = [
             asyncio.create_task(self._worker()),
             asyncio.create_task(self._monitor()),
@@ -231,6 +240,8 @@ class Daemon:
         finally:
             for task in tasks:
                 task.cancel()
+            if control is not None:
+                await control.close()
             if self.timer is not None:
                 self.timer.cancel()
             if self.transport is not None:
@@ -293,6 +304,7 @@ class Daemon:
         if self.partner_piranha is not False:
             log.info("partner %s speaks pyrhfos heartbeats", source)
         self.partner_piranha = False
+        self.partner_digest = beat.digest
         if beat.digest != self.digest and beat.digest not in self.mismatch_logged:
             self.mismatch_logged.add(beat.digest)
             log.warning(
@@ -470,6 +482,84 @@ class Daemon:
                     self.feed(c.LocalServiceFailed(s.name, result.reason))
                 else:
                     self.feed(c.PartnerServiceFailed(s.name, result.reason))
+
+    # -- control socket -----------------------------------------------------
+
+    async def _control(self, command: str) -> dict[str, Any]:
+        m, now = self.machine, self.now()
+        if command == "status":
+            return {"ok": True, "status": self.status()}
+        if command == "release":
+            if m.state is not State.ACTIVE:
+                return {"ok": False, "error": f"this node is {m.state.name.lower()}, not active"}
+            if not m.partner_alive(now) or m.partner.state is not State.STANDBY:
+                return {"ok": False, "error": "refused: no standby partner to take the services over"}
+            if m.partner.hold:
+                return {"ok": False, "error": "refused: the partner is in hold-down after a failure"}
+            self.feed(c.ReleaseRequest("administrator asked this node to release (pulse release)"))
+            return {"ok": True, "message": "releasing: the partner takes the services over"}
+        if m.state is not State.STANDBY:
+            return {"ok": False, "error": f"this node is {m.state.name.lower()}, not standby"}
+        if not m.partner_alive(now):
+            return {"ok": False, "error": "refused: the partner is not heard; this node takes over by itself"}
+        failing = [s.name for s in self.services or () if s.probe_ok is False]
+        if failing:
+            return {"ok": False, "error": f"refused: services failing here: {', '.join(failing)}"}
+        self.feed(c.TakeoverRequest("administrator asked this node to take over (pulse takeover)"))
+        return {"ok": True, "message": "taking over: the partner is asked to release"}
+
+    def status(self) -> dict[str, Any]:
+        """Everything `pulse status` shows; the schema is documented in docs/status.md."""
+        m, now, wall = self.machine, self.now(), time.time()
+
+        def stamp(t: float | None) -> float | None:
+            return None if t is None else wall - (now - t)
+
+        p = m.partner
+        if not self.me.partner_paths:
+            protocol = None
+        else:
+            protocol = {None: None, True: "piranha", False: "pyrhfos"}[self.partner_piranha]
+        return {
+            "schema": 1,
+            "node": {
+                "role": m.role.name.lower(),
+                "state": m.state.name.lower(),
+                "since": stamp(m.since),
+                "reason": m.reason,
+                "pid": os.getpid(),
+                "config": self.cfg.path,
+                "serial": self.cfg.serial_no,
+                "hold_down": max(0.0, m.hold_until - now),
+            },
+            "partner": {
+                "addresses": [str(a) for a in self.me.partner_paths],
+                "paths": {
+                    path: {"last_beat_age": None if path not in p.last_heard else now - p.last_heard[path]}
+                    for path in p.paths
+                },
+                "state": None if p.state is None else p.state.name.lower(),
+                "alive": m.partner_alive(now),
+                "hold_down": p.hold,
+                "protocol": protocol,
+                "config_match": None if self.partner_digest is None else self.partner_digest == self.digest,
+            },
+            "services": [
+                {
+                    "name": s.name,
+                    "vip": str(s.ip),
+                    "label": s.f.address.label if s.f.address else None,
+                    "port": s.f.port,
+                    "held": s.held,
+                    "probe": {None: "unknown", True: "ok", False: "failed"}[s.probe_ok],
+                    "probe_reason": s.probe_reason,
+                    "probe_latency": s.probe_latency,
+                    "last_change": stamp(s.changed_at) if s.changed_at else None,
+                }
+                for s in self.services or ()
+            ],
+            "counters": {**self.counters, "activations": m.activations},
+        }
 
     # -- SIGHUP -------------------------------------------------------------
 

@@ -150,12 +150,20 @@ class Testbed:
             str(config or self.config_path),
             "--pidfile",
             str(self.workdir / f"pulse-{name}.pid"),
+            "--socket",
+            str(self.socket_path(name)),
             *extra,
         ]
         proc = node.popen(argv, stdout=logf, stderr=logf, env={"PYRHFOS_NODE": name})
         logf.close()
         self.pulses[name] = proc
         return proc
+
+    def run_pulse(self, node: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """Run ``pulse -c <this lvs.cf> ARGS`` on ``node`` ("a", "b" or "client") and wait for it."""
+        where = {**self.nodes, "client": self.client}[node]
+        argv = [sys.executable, "-m", "pyrhfos.cli", "-c", str(self.config_path), *args]
+        return where.run(*argv, check=False, timeout=timeout)
 
     def commands_run(self, name: str) -> list[str]:
         """The start/stop trace lines pulse's commands left on ``name``: ["start", "stop", ...]."""
@@ -164,6 +172,14 @@ class Testbed:
         except OSError:
             return []
         return lines[1::2]
+
+    def socket_path(self, name: str) -> Path:
+        return self.workdir / f"pulse-{name}.sock"
+
+    def ask(self, name: str, command: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """``pulse COMMAND --socket <name's socket>`` run on node ``name``."""
+        argv = [sys.executable, "-m", "pyrhfos.cli", command, "--socket", str(self.socket_path(name)), *args]
+        return self.nodes[name].run(*argv, check=False, timeout=30)
 
     def log_path(self, name: str) -> Path:
         return self.workdir / f"pulse-{name}.log"

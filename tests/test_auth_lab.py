@@ -56,18 +56,7 @@ def test_keyed_pair_agrees_and_forged_beats_are_dropped(lab: Any, tmp_path: Path
 
 def test_key_file_readable_by_others_stops_startup(lab: Any, tmp_path: Path) -> None:
     bed = keyed_bed(lab, tmp_path, mode=0o644)
-    res = bed.a.run(
-        sys.executable,
-        "-m",
-        "pyrhfos.cli",
-        "-n",
-        "-c",
-        str(bed.config_path),
-        "--pidfile",
-        str(tmp_path / "a.pid"),
-        check=False,
-        timeout=30,
-    )
+    res = bed.run_pulse("a", "-n", "--pidfile", str(tmp_path / "a.pid"))
     assert res.returncode == 2
     assert "must be 0600" in res.stderr and str(bed.config_path) in res.stderr
 

@@ -23,7 +23,13 @@ SCRIPT = ROOT / "init.d" / "pulse"
 def initd(
     bed: Testbed, action: str, pulse: Path, pidfile: Path, config: Path
 ) -> subprocess.CompletedProcess[str]:
-    env = [f"PULSE={pulse}", f"PIDFILE={pidfile}", f"CONFIG={config}", "STOP_WAIT=20"]
+    env = [
+        f"PULSE={pulse}",
+        f"PIDFILE={pidfile}",
+        f"CONFIG={config}",
+        f"SOCKET={pidfile}.sock",
+        "STOP_WAIT=20",
+    ]
     return bed.a.run("env", *env, "sh", str(SCRIPT), action, check=False, timeout=60)
 
 
@@ -55,6 +61,7 @@ def test_init_script_start_status_reload_stop(lab: Any, tmp_path: Path) -> None:
         status = run("status")
         pid = int(pidfile.read_text())
         assert status.returncode == 0 and f"pid {pid}" in status.stdout
+        assert wait_until(lambda: "this node: primary" in run("status").stdout, 10), "pulse status is shown"
         assert wait_until(lambda: bed.holds_vip("a"), 15)
         again = run("start")
         assert again.returncode == 0 and "already running" in again.stdout

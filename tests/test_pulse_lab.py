@@ -116,17 +116,7 @@ def test_test_start_takes_nothing(bed: Testbed) -> None:
 
 
 def test_startup_error_names_the_addresses_this_host_has(bed: Testbed) -> None:
-    res = bed.client.run(
-        sys.executable,
-        "-m",
-        "pyrhfos.cli",
-        "-n",
-        "-c",
-        str(bed.config_path),
-        "--pidfile",
-        str(bed.workdir / "client.pid"),
-        check=False,
-    )
+    res = bed.run_pulse("client", "-n", "--pidfile", str(bed.workdir / "client.pid"))
     assert res.returncode == 2
     assert "neither primary nor backup" in res.stderr and "192.0.2.50" in res.stderr
 
@@ -202,9 +192,7 @@ def test_daemonizes_with_pid_file_and_releases_on_sigterm(bed: Testbed) -> None:
     import psutil
 
     pidfile = bed.workdir / "daemon.pid"
-    res = bed.a.run(
-        sys.executable, "-m", "pyrhfos.cli", "-c", str(bed.config_path), "--pidfile", str(pidfile)
-    )
+    res = bed.run_pulse("a", "--pidfile", str(pidfile))
     pid = None
     try:
         assert res.returncode == 0, res.stderr
