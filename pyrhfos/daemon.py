@@ -558,7 +558,11 @@ class Daemon:
                 }
                 for s in self.services or ()
             ],
-            "counters": {**self.counters, "activations": m.activations},
+            "counters": {
+                **self.counters,
+                "activations": m.activations,
+                "garp-sent": self.services.garp_sent if self.services else 0,
+            },
         }
 
     # -- SIGHUP -------------------------------------------------------------
@@ -605,6 +609,7 @@ class Daemon:
         fresh = self._service_set(new, self.services.vips)
         fresh.services = {name: kept.get(name, fresh.services[name]) for name in fresh.services}
         fresh.last_renew = self.services.last_renew
+        fresh.garp_sent = self.services.garp_sent
         added = [s for name, s in fresh.services.items() if name not in kept]
         serving = self.machine.state is State.ACTIVE
         if serving and removed:

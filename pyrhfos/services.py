@@ -106,6 +106,7 @@ class ServiceSet:
         self.now = now
         self.services: dict[str, Service] = {f.name: Service(f) for f in failovers if f.active}
         self.last_renew = 0.0
+        self.garp_sent = 0  # gratuitous ARP frames sent, for pulse status
 
     def __iter__(self):  # noqa: ANN204
         return iter(list(self.services.values()))
@@ -246,6 +247,7 @@ class ServiceSet:
                 sent += s.garp.send_once()
             except OSError as e:
                 log.warning("gratuitous ARP for %s failed: %s", s.ip, e)
+        self.garp_sent += sent
         return sent
 
     async def command(self, s: Service, key: str) -> bool:
