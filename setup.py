@@ -16,6 +16,7 @@ setup(
         "psutil>=5.9,<8",
         "pyroute2>=0.7.12,<0.10",
         "scapy>=2.5,<2.9",
+        "prometheus_client>=0.17,<1",  # metrics_port: the exposition format, not written by hand
     ],
     extras_require={
         "test": [

@@ -176,6 +176,7 @@ class Daemon:
         self.piranha_little_endian = True
         self.mismatch_logged: set[bytes] = set()
         self.partner_digest: bytes | None = None
+        self.metrics: Any = None  # pyrhfos.metrics.Metrics when metrics_port is set
         self.transport: asyncio.DatagramTransport | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.jobs: asyncio.Queue[Job] = asyncio.Queue()
@@ -229,6 +230,8 @@ class Daemon:
 
             control = ControlServer(self.opts.socket, self._control)
             await control.start()
+        if self.cfg.metrics_port:
+            self._start_metrics()
         tasks = [
             asyncio.create_task(self._worker()),
             asyncio.create_task(self._monitor()),
@@ -242,6 +245,8 @@ class Daemon:
                 task.cancel()
             if control is not None:
                 await control.close()
+            if self.metrics is not None:
+                self.metrics.close()
             if self.timer is not None:
                 self.timer.cancel()
             if self.transport is not None:
@@ -476,12 +481,34 @@ class Daemon:
         if self._probe_mode() != mode:
             return
         for s, result in results:
+            if self.metrics is not None:
+                self.metrics.probe_latency.labels(s.name).observe(result.latency)
             if s.record(result, self.now()):
                 log.warning("service %s failed: %s", s.name, result.reason)
                 if mode == "local":
                     self.feed(c.LocalServiceFailed(s.name, result.reason))
                 else:
                     self.feed(c.PartnerServiceFailed(s.name, result.reason))
+
+    def _start_metrics(self) -> None:
+        from .metrics import Metrics
+
+        loop = self.loop
+        assert loop is not None and self.cfg.metrics_port is not None
+
+        async def snapshot() -> dict[str, Any]:
+            return self.status()
+
+        # Scrapes arrive on prometheus_client's thread: take the status on the loop's own thread.
+        self.metrics = Metrics(lambda: asyncio.run_coroutine_threadsafe(snapshot(), loop).result(5))
+        address = str(self.cfg.node_addresses(self.me.role)[0])
+        try:
+            self.metrics.serve(address, self.cfg.metrics_port)
+        except OSError as e:
+            log.error("metrics on %s:%d unavailable: %s", address, self.cfg.metrics_port, e)
+            self.metrics = None
+            return
+        log.info("metrics on http://%s:%d/metrics", address, self.cfg.metrics_port)
 
     # -- control socket -----------------------------------------------------
 

@@ -66,3 +66,40 @@ def test_status_without_daemon_exits_3(lab: Any, tmp_path: Path) -> None:
     bed = Testbed(lab, tmp_path)
     res = bed.ask("a", "status")
     assert res.returncode == 3 and "no pulse answers" in res.stderr
+
+
+FETCH = """
+import sys, urllib.request
+print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())
+"""
+
+
+def test_metrics_endpoint_parses_with_prometheus_parser(lab: Any, tmp_path: Path) -> None:
+    import dataclasses
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    bed = Testbed(lab, tmp_path, keepalive=0.2, deadtime=1.0)
+    bed.save_config(dataclasses.replace(bed.cfg, metrics_port=9539))
+    bed.start("a")
+    bed.start("b")
+    assert bed.wait_holders({"a"}, 15) == {"a"}
+    assert wait_until(lambda: "metrics on http://192.0.2.100:9539" in bed.log("a"), 10), bed.log("a")
+    time.sleep(1.0)  # a few probe rounds for the histogram
+
+    def scrape(ip: str) -> dict[str, Any]:
+        text = bed.client.run_python(FETCH, f"http://{ip}:9539/metrics").stdout
+        return {f.name: f for f in text_string_to_metric_families(text)}
+
+    a, b = scrape("192.0.2.100"), scrape("192.0.2.200")
+    active = {s.labels["state"]: s.value for s in a["pulse_state"].samples}
+    assert active["active"] == 1.0 and active["standby"] == 0.0
+    assert {s.labels["state"]: s.value for s in b["pulse_state"].samples}["standby"] == 1.0
+    assert next(s.value for s in a["pulse_service_held"].samples) == 1.0
+    assert a["pulse_partner_alive"].samples[0].value == 1.0
+    assert any(
+        s.name == "pulse_probe_latency_seconds_count" and s.value > 0
+        for s in a["pulse_probe_latency_seconds"].samples
+    )
+    sent = {s.labels["direction"]: s.value for s in a["pulse_beats"].samples if s.name == "pulse_beats_total"}
+    assert sent["sent"] > 0 and sent["received"] > 0
