@@ -100,9 +100,11 @@ class Driver:
         if self.mode == "linkdown":
             bed.a.link_down()
         elif self.mode == "kill9":
+            # Link first: a dying daemon must not get a last word out (keepalived's children
+            # notice their parent's death and would send a priority-0 advert).
+            bed.a.link_down()
             for p in self.tree("a"):
                 p.kill()
-            bed.a.link_down()
         elif self.mode == "sigterm":
             os.kill(self.daemon_pid("a"), signal.SIGTERM)
         elif self.mode == "service":
@@ -260,7 +262,8 @@ def fmt(v: float | None, unit: str = "") -> str:
 
 def table(results: dict[str, Any]) -> str:
     rows = [
-        "| timers | mode | driver | outage median (min–max) ms | failed probes | flaps | pyrhfos/keepalived |",
+        "| timers | mode | driver | outage median (min–max) ms | failed probes | flaps "
+        "| pyrhfos/keepalived |",
         "|---|---|---|---|---|---|---|",
     ]
     for key, entry in results["failover"].items():

@@ -44,6 +44,11 @@ class AcquireDone:
 
 
 @dataclass(frozen=True)
+class ServicesStopped:
+    """During a Release: the stop_cmds ran; the VIPs are still up and go down next."""
+
+
+@dataclass(frozen=True)
 class ReleaseDone:
     """The Release action finished: stop_cmds ran and VIPs are down."""
 
@@ -90,6 +95,7 @@ Event = (
     | Tick
     | BeatReceived
     | AcquireDone
+    | ServicesStopped
     | ReleaseDone
     | Stop
     | LocalServiceFailed
@@ -299,6 +305,11 @@ class Cluster:
                 if not ok and self.state is State.ACTIVE:
                     self.hold_until = now + self.timers.holddown
                     self._release(now, f"start failed: {reason}", out)
+            case ServicesStopped():
+                if self.state is State.RELEASING and self.stopping:
+                    # Planned stop: our services are down, so tell the partner now; it takes
+                    # over while our VIPs go, instead of after (no gap for clients to fall in).
+                    out.append(SendBeat(State.RELEASING, leaving=True))
             case ReleaseDone():
                 self._on_release_done(now, out)
             case Stop(reason=reason):

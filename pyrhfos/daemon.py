@@ -408,7 +408,7 @@ class Daemon:
                         why = f"start_cmd failed for {', '.join(failed)}" if failed else ""
                         self.feed(c.AcquireDone(not failed, why))
                     case c.Release():
-                        await self.services.release()
+                        await self.services.release(stopped=lambda: self.feed(c.ServicesStopped()))
                         self.feed(c.ReleaseDone())
                     case c.RestartService(name=name, reason=reason):
                         await self.services.restart(name, reason)
@@ -449,7 +449,7 @@ class Daemon:
         """Probe every service each keepalive, as nanny did; report failures to the machine.
 
         PROBE_FAILURES failures in a row make a failed service; after the first, the
-        confirming probes come every keepalive / 4.
+        confirming probes come every min(keepalive / 4, 0.1 s).
         """
         assert self.services is not None
         mode: str | None = None
@@ -471,7 +471,7 @@ class Daemon:
             # A failed probe is confirmed sooner than the next keepalive: a dead service
             # is then known in about one keepalive, while one lost SYN still fails nothing.
             suspect = any(s.failures and s.probe_ok is not False for s in self.services)
-            period = self.cfg.keepalive / 4 if suspect else self.cfg.keepalive
+            period = min(self.cfg.keepalive / 4, 0.1) if suspect else self.cfg.keepalive
             await asyncio.sleep(max(0.0, started + period - self.now()))
 
     async def _probe_round(self, mode: str) -> None:

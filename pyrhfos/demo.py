@@ -75,8 +75,7 @@ def run(workdir: Path) -> int:
         gap = outage(samples, fault, "b")
         failed = sum(1 for s in samples if s["t"] >= fault and s["who"] is None)
         print(
-            f"--- outage seen by the client (a try every 10 ms): "
-            f"{gap * 1000:.0f} ms, {failed} failed tries"
+            f"--- outage seen by the client (a try every 10 ms): {gap * 1000:.0f} ms, {failed} failed tries"
             if gap is not None
             else "--- the client never reached node b"
         )

@@ -159,10 +159,17 @@ class ServiceSet:
             s.reset_probe(now, self.deadtime)
         return [s.name for s, good in zip(chosen, ok, strict=True) if not good]
 
-    async def release(self, services: Iterable[Service] | None = None) -> None:
-        """stop_cmds, then VIPs down (Piranha's order: the service stops before its address goes)."""
+    async def release(
+        self, services: Iterable[Service] | None = None, stopped: Callable[[], None] | None = None
+    ) -> None:
+        """stop_cmds, then VIPs down (Piranha's order: the service stops before its address goes).
+
+        ``stopped`` is called between the two.
+        """
         chosen = list(self if services is None else services)
         await asyncio.gather(*(self.command(s, "stop_cmd") for s in chosen))
+        if stopped is not None:
+            stopped()
         now = self.now()
         for s in chosen:
             self.vip_down(s)

@@ -23,8 +23,11 @@ def say(**kw: object) -> None:
 
 
 def main() -> None:
-    role, partner, port, keepalive, deadtime = sys.argv[1], sys.argv[2], int(sys.argv[3]), *map(
-        float, sys.argv[4:6]
+    role, partner, port, keepalive, deadtime = (
+        sys.argv[1],
+        sys.argv[2],
+        int(sys.argv[3]),
+        *map(float, sys.argv[4:6]),
     )
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("0.0.0.0", port))

@@ -23,6 +23,7 @@ from pyrhfos.cluster import (
     ReleaseRequest,
     RestartService,
     SendBeat,
+    ServicesStopped,
     Start,
     StateChanged,
     Stop,
@@ -375,6 +376,16 @@ def t33() -> None:
     for ev in (Tick(), Start(), beat(State.STANDBY), Stop(), AcquireDone(), ReleaseDone()):
         assert c.handle(ev, 1.0) == []
     assert c.next_deadline() is None
+
+
+def t34() -> None:
+    c = active_primary()
+    c.handle(Stop(), 0.5)
+    out = c.handle(ServicesStopped(), 0.6)
+    assert c.state is State.RELEASING and beats(out) == [SendBeat(State.RELEASING, leaving=True)]
+    c = active_primary()
+    c.handle(ReleaseRequest(), 0.5)  # not stopping: the partner sees us give up once the VIPs are down
+    assert c.handle(ServicesStopped(), 0.6) == []
 
 
 ROWS: dict[str, Callable[[], None]] = {

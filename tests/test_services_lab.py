@@ -33,7 +33,11 @@ def make_bed(lab: Any, tmp_path: Path) -> Iterator[Any]:
 
     def make(**service: Any) -> Testbed:
         bed = Testbed(
-            lab, tmp_path, keepalive=KEEPALIVE, deadtime=DEADTIME, managed_service=True,
+            lab,
+            tmp_path,
+            keepalive=KEEPALIVE,
+            deadtime=DEADTIME,
+            managed_service=True,
             service_settings={"reentry": 30.0, **service},
         )
         beds.append(bed)
