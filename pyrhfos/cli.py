@@ -268,6 +268,9 @@ def run_daemon(args: argparse.Namespace, path: str) -> int:
     except StartupError as e:
         log.error("%s", e.render(path))
         return EXIT_CONFIG
+    except Exception:  # once daemonized, stderr is /dev/null: the log is the only witness
+        log.exception("pulse stopped on an unexpected error")
+        return 1
     finally:
         try:
             os.unlink(args.pidfile)

@@ -7,6 +7,7 @@ back (beats, VIPs, gratuitous ARP, commands). No failover decision is made here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from .vip import VipManager
 
 log = logging.getLogger("pulse")
+HANDOVER_GRACE = 0.02  # seconds from the partner's ACTIVE beat to its VIP and ARP being out
 
 
 class StartupError(Exception):
@@ -176,6 +178,7 @@ class Daemon:
         self.piranha_little_endian = True
         self.mismatch_logged: set[bytes] = set()
         self.partner_digest: bytes | None = None
+        self.partner_took_over = asyncio.Event()
         self.metrics: Any = None  # pyrhfos.metrics.Metrics when metrics_port is set
         self.transport: asyncio.DatagramTransport | None = None
         self.timer: asyncio.TimerHandle | None = None
@@ -298,6 +301,8 @@ class Daemon:
             event = self._from_native(beat, source)
         self.counters["beats-received"] += 1
         self.feed(event)
+        if self.machine.partner.state is State.ACTIVE:
+            self.partner_took_over.set()
 
     def _drop(self, reason: str, message: str) -> None:
         self.counters[f"dropped-{reason}"] += 1
@@ -408,7 +413,7 @@ class Daemon:
                         why = f"start_cmd failed for {', '.join(failed)}" if failed else ""
                         self.feed(c.AcquireDone(not failed, why))
                     case c.Release():
-                        await self.services.release(stopped=lambda: self.feed(c.ServicesStopped()))
+                        await self.services.release(stopped=self._services_stopped)
                         self.feed(c.ReleaseDone())
                     case c.RestartService(name=name, reason=reason):
                         await self.services.restart(name, reason)
@@ -422,6 +427,18 @@ class Daemon:
                     self.feed(c.ReleaseDone())
             finally:
                 self.busy = False
+
+    async def _services_stopped(self) -> None:
+        """Between stop_cmds and VIPs down. On a planned stop the partner is told now, and our
+        (serviceless) VIPs stay until it has taken them, so no client packet falls into a gap."""
+        self.partner_took_over.clear()
+        self.feed(c.ServicesStopped())
+        if not self.machine.stopping or not self.machine.partner_alive(self.now()):
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.partner_took_over.wait(), min(self.cfg.deadtime, 1.0))
+            # Its ACTIVE beat leaves just before its VIP and gratuitous ARP: give those a moment.
+            await asyncio.sleep(HANDOVER_GRACE)
 
     def _schedule_announcements(self) -> None:
         assert self.loop is not None
@@ -674,7 +691,9 @@ def pidfile_owner(path: str) -> int | None:
         return None
     try:
         proc = psutil.Process(pid)
-        cmdline = " ".join(proc.cmdline())
+        argv = proc.cmdline()[:4]
     except psutil.Error:
         return None
-    return pid if "pulse" in cmdline or "pyrhfos" in cmdline else None
+    # Whole words only: a recycled pid now owned by pulseaudio is not a running pulse.
+    ours = any(os.path.basename(a) == "pulse" or a in ("pyrhfos.cli", "pyrhfos/cli.py") for a in argv)
+    return pid if ours else None

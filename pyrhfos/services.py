@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -160,7 +160,7 @@ class ServiceSet:
         return [s.name for s, good in zip(chosen, ok, strict=True) if not good]
 
     async def release(
-        self, services: Iterable[Service] | None = None, stopped: Callable[[], None] | None = None
+        self, services: Iterable[Service] | None = None, stopped: Callable[[], Awaitable[None]] | None = None
     ) -> None:
         """stop_cmds, then VIPs down (Piranha's order: the service stops before its address goes).
 
@@ -169,7 +169,7 @@ class ServiceSet:
         chosen = list(self if services is None else services)
         await asyncio.gather(*(self.command(s, "stop_cmd") for s in chosen))
         if stopped is not None:
-            stopped()
+            await stopped()
         now = self.now()
         for s in chosen:
             self.vip_down(s)
