@@ -632,6 +632,7 @@ class Daemon:
                 "backup_private",
                 "backup_active",
                 "heartbeat_port",
+                "heartbeat_key",  # read once at start (its mode is checked there)
             )
             moved = [k for k in fixed if getattr(new, k) != getattr(self.cfg, k)]
             if moved:
