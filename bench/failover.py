@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import json
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -286,7 +287,8 @@ def one_failover(drv: str, advert: str, mode: str, keep_timeline: bool) -> dict[
             if not prober.wait_answers(20, 10):
                 prober.stop()
                 raise RuntimeError("the client got no answers from the VIP before the fault")
-            time.sleep(0.5)
+            # A random phase: the fault must not always fall at the same point of the beat/advert cycle.
+            time.sleep(0.5 + random.uniform(0.0, keepalive))
             fault = time.time()
             driver.fault()
             budget = 10 * deadtime + 10.0
@@ -594,7 +596,9 @@ def write_markdown(results: dict[str, Any], png: str | None, args: argparse.Name
         "- The client opens a new connection to VIP:80 every 10 ms with a 50 ms limit. Outage = fault → "
         "first answer from b. Failed probes = probes after the fault that got no answer (a refused "
         "connection fails at once, a silent VIP only after 50 ms, so counts differ by fault). Flapping "
-        "answers = answers from a after b's first one (runs where it happened in brackets).",
+        "answers = answers from a after b's first one (runs where it happened in brackets). The fault "
+        "comes at a random phase of the heartbeat/advert cycle (0.5 s + uniform(0, interval) after "
+        "the client's 20th answer).",
         "- Equal detection budgets: pulse `keepalive 1, deadtime 3` vs keepalived `advert_int 1` "
         "(VRRPv2); pulse `keepalive 0.1, deadtime 0.3` vs keepalived `advert_int 0.1` (VRRPv3).",
         "- keepalived: one `vrrp_instance` per node, `state BACKUP` on both, priorities 150/100 "
