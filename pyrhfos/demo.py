@@ -6,6 +6,7 @@ Everything is built inside namespaces this run creates and removed at the end, a
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -31,7 +32,14 @@ def show_ifconfig(bed: Testbed, name: str) -> None:
     print("\n\n".join(stanzas).rstrip() or "(no eth0)")
 
 
+_MAIN_PID = os.getpid()
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
+    # pyroute2 forks netns helpers that inherit this handler and are ended with SIGTERM:
+    # only the demo itself turns SIGTERM into a clean-up; a helper just exits.
+    if os.getpid() != _MAIN_PID:
+        os._exit(0)
     raise KeyboardInterrupt
 
 
