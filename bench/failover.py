@@ -381,14 +381,22 @@ def idle_cost(drv: str, advert: str, seconds: float, services: int = 1) -> dict[
                 "pss_mb": round(sum(m.pss for m in mem) / 2**20, 1),
                 "processes": len(mem),
             }
-        if services > 1:
-            status = bed.ask("a", "status", "--json")
-            try:
-                svc = json.loads(status.stdout)["services"]
-                out["probes_ok"] = sum(1 for s in svc if s.get("probe") == "ok")
-                out["services_held"] = sum(1 for s in svc if s.get("held"))
-            except (ValueError, KeyError, TypeError):
-                out["status_error"] = (status.stdout + status.stderr)[-500:]
+        if drv == "pyrhfos":
+            for n in ("a", "b"):
+                status = bed.ask(n, "status", "--json")
+                try:
+                    st = json.loads(status.stdout)
+                    out[n]["state"] = st["node"]["state"]
+                    out[n]["services_held"] = sum(1 for s in st["services"] if s.get("held"))
+                    out[n]["probes_ok"] = sum(1 for s in st["services"] if s.get("probe") == "ok")
+                except (ValueError, KeyError, TypeError):
+                    out[n]["status_error"] = (status.stdout + status.stderr)[-500:]
+                log = bed.log(n).splitlines()
+                out[n]["log"] = {
+                    "state_changes": [line for line in log if " -> " in line][:10],
+                    "vip_vanished": sum(1 for line in log if "had vanished" in line),
+                    "garp_not_ready": sum(1 for line in log if "not ready yet" in line),
+                }
         return out
 
 
@@ -626,13 +634,18 @@ def write_markdown(results: dict[str, Any], png: str | None, args: argparse.Name
         *idle_table(results),
         "",
     ]
-    many = {k: v for k, v in results["idle"].items() if "services" in k and "error" not in v}
-    for key, entry in many.items():
-        lines += [
-            f"`{key}`: {entry.get('services_held', '?')} VIPs held on a, {entry.get('probes_ok', '?')} "
-            "probes ok when measured (lvs.cf accepted by `pulse --check`).",
-            "",
-        ]
+    for key, entry in results["idle"].items():
+        if not key.split("/")[1].startswith("pyrhfos") or "error" in entry:
+            continue
+        states = "; ".join(
+            f"{n}: {entry[n].get('state', '?')}, {entry[n].get('services_held', '?')} VIPs held, "
+            f"{entry[n].get('probes_ok', '?')} probes ok, "
+            f"{entry[n].get('log', {}).get('vip_vanished', '?')} 'VIP had vanished' and "
+            f"{entry[n].get('log', {}).get('garp_not_ready', '?')} 'gratuitous ARP not ready' log lines"
+            for n in ("a", "b")
+        )
+        lines += [f"- `{key}` when measured: {states}."]
+    lines.append("")
     lines += [
         "## Goals (issue 5, medians of this run)",
         "",
