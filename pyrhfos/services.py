@@ -144,6 +144,10 @@ class ServiceSet:
         built = await build_frames_in_child_async(wanted)
         for s, key in zip(todo, wanted, strict=True):
             s.frames = built.get(key)
+        # A VIP taken while the frames were being built has not been announced yet.
+        late = [s for s in todo if s.held]
+        if late:
+            self.announce(late)
 
     # -- taking and giving up ----------------------------------------------
 
@@ -152,6 +156,10 @@ class ServiceSet:
         chosen = list(self if services is None else services)
         for s in chosen:
             self.vip_up(s)
+        # Adding many VIPs takes a while: renew the first ones' leases now, not a half lease
+        # after the last one went up (by then the first could have lapsed).
+        self.last_renew = 0.0
+        self.renew_leases()
         self.announce(chosen)
         ok = await asyncio.gather(*(self.command(s, "start_cmd") for s in chosen))
         now = self.now()
