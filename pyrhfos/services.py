@@ -10,7 +10,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .config.model import Failover
@@ -49,7 +49,6 @@ class Service:
     grace_until: float = 0.0  # failures before this are a service still starting, not a failure
     restart_delay: float = 1.0
     next_restart: float = 0.0
-    latencies: list[float] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -110,10 +109,6 @@ class ServiceSet:
 
     def __iter__(self):  # noqa: ANN204
         return iter(list(self.services.values()))
-
-    @property
-    def dry(self) -> bool:
-        return self.vips is None
 
     def close(self) -> None:
         for s in self:
