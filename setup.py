@@ -26,5 +26,9 @@ setup(
         ],
     },
     entry_points={"console_scripts": ["pulse=pyrhfos.cli:main"]},
-    data_files=[("share/doc/pyrhfos", ["etc/lvs.cf.example"])],
+    data_files=[
+        ("share/doc/pyrhfos", ["etc/lvs.cf.example"]),
+        ("share/man/man8", ["man/pulse.8"]),
+        ("share/man/man5", ["man/lvs.cf.5"]),
+    ],
 )

@@ -160,21 +160,24 @@ def cmd_check(path: str) -> int:
     return 0
 
 
+CLIENT_COMMANDS = ("status", "takeover", "release", "reload")
+
+
 def client_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pulse",
         description="Ask the running pulse: status (who serves, why, partner, services, counters), "
-        "takeover (this standby node takes the services, planned) or release (this active node hands "
-        "them to its partner, planned).",
+        "takeover (this standby node takes the services, planned), release (this active node hands "
+        "them to its partner, planned) or reload (re-read lvs.cf and say what changed or why not).",
     )
-    p.add_argument("command", choices=("status", "takeover", "release"))
+    p.add_argument("command", choices=CLIENT_COMMANDS)
     p.add_argument("--socket", metavar="PATH", default=DEFAULT_SOCKET, help=f"default {DEFAULT_SOCKET}")
     p.add_argument("--json", action="store_true", help="status as JSON (schema in docs/status.md)")
     return p
 
 
 def cmd_client(argv: Sequence[str]) -> int:
-    """``pulse status|takeover|release``: exit 0 done, 1 refused, 3 no daemon answering."""
+    """``pulse status|takeover|release|reload``: exit 0 done, 1 refused, 3 no daemon answering."""
     import json
 
     from .control import render, request
@@ -197,10 +200,47 @@ def cmd_client(argv: Sequence[str]) -> int:
     return 0
 
 
+def sync_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pulse sync",
+        description="Copy lvs.cf to the partner with rsh_command (ssh: scp, rsh: rcp) under a temporary "
+        "name, rename it into place, then reload pulse on both nodes. Refused when the file does not "
+        "pass pulse --check, or when the partner's copy has a higher serial_no (see --force).",
+    )
+    p.add_argument(
+        "-c",
+        "--configfile",
+        metavar="FILE",
+        help="lvs.cf to copy (default: {}, then {})".format(*DEFAULT_CONFIGS),
+    )
+    p.add_argument("--to", metavar="HOST", help="partner address (default: the partner's address in FILE)")
+    p.add_argument("--user", default="root", help="remote user (default root)")
+    p.add_argument("--remote-file", metavar="PATH", help="lvs.cf path on the partner (default: same as FILE)")
+    p.add_argument("--remote-pulse", metavar="PATH", default="pulse", help="pulse on the partner")
+    p.add_argument("--remote-socket", metavar="PATH", default=DEFAULT_SOCKET, help="its control socket")
+    p.add_argument("--socket", metavar="PATH", default=DEFAULT_SOCKET, help="this node's control socket")
+    p.add_argument(
+        "--ssh-option",
+        metavar="OPTION",
+        action="append",
+        default=[],
+        help="passed to scp and ssh as -o OPTION, e.g. IdentityFile=/root/.ssh/pulse (repeatable)",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite a partner file with a higher serial_no")
+    p.add_argument("--no-reload", action="store_true", help="copy only; reload neither daemon")
+    return p
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("status", "takeover", "release"):
+    if argv and argv[0] in CLIENT_COMMANDS:
         return cmd_client(argv)
+    if argv and argv[0] == "sync":
+        from .sync import main as sync_main
+
+        args = sync_parser().parse_args(argv[1:])
+        args.configfile = find_config(args.configfile)
+        return sync_main(args)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.usage:

@@ -1,4 +1,4 @@
-"""The control socket: a root-only Unix socket where ``pulse status|takeover|release`` talk to the daemon.
+"""The control socket: root-only Unix socket for ``pulse status|takeover|release|reload``.
 
 One JSON request line in, one JSON answer line out. The daemon supplies the handler; this module owns the
 socket (mode 0600), the wire format and the client side, and the text rendering of a status.
@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 DEFAULT_SOCKET = "/var/run/pulse.sock"
-COMMANDS = ("status", "takeover", "release")
+COMMANDS = ("status", "takeover", "release", "reload")
 MAX_REQUEST = 4096
 
 Handler = Callable[[str], Awaitable[dict[str, Any]]]
@@ -70,7 +70,7 @@ class ControlServer:
             writer.close()
 
 
-def request(path: str, command: str, timeout: float = 10.0) -> dict[str, Any]:
+def request(path: str, command: str, timeout: float = 30.0) -> dict[str, Any]:
     """Ask the daemon behind ``path``; raises OSError when nobody answers there."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)

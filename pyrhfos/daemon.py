@@ -16,7 +16,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Any
 
@@ -147,7 +147,10 @@ class _BeatProtocol(asyncio.DatagramProtocol):
 
 @dataclass(frozen=True)
 class Reload:
-    """SIGHUP: re-read lvs.cf (queued with the other side effects so it never interleaves)."""
+    """SIGHUP or `pulse reload`: re-read lvs.cf (queued with the other side effects so it never
+    interleaves); ``answer`` gets (ok, message) when the control socket asked."""
+
+    answer: asyncio.Future[tuple[bool, str]] | None = field(default=None, compare=False)
 
 
 Job = c.Acquire | c.Release | c.RestartService | Reload
@@ -176,7 +179,7 @@ class Daemon:
         )
         self.partner_piranha: bool | None = None  # None until the partner is heard
         self.piranha_little_endian = True
-        self.mismatch_logged: set[bytes] = set()
+        self.config_match: bool | None = None  # last logged comparison of the partner's lvs.cf
         self.partner_digest: bytes | None = None
         self.partner_took_over = asyncio.Event()
         self.metrics: Any = None  # pyrhfos.metrics.Metrics when metrics_port is set
@@ -315,14 +318,18 @@ class Daemon:
             log.info("partner %s speaks pyrhfos heartbeats", source)
         self.partner_piranha = False
         self.partner_digest = beat.digest
-        if beat.digest != self.digest and beat.digest not in self.mismatch_logged:
-            self.mismatch_logged.add(beat.digest)
-            log.warning(
-                "config mismatch: partner's lvs.cf (serial %d) differs from ours (serial %d); "
-                "copy the same file to both nodes",
-                beat.serial,
-                self.cfg.serial_no or 0,
-            )
+        match = beat.digest == self.digest
+        if match != self.config_match:  # one line per change, not per beat
+            if not match:
+                log.warning(
+                    "config mismatch: partner's lvs.cf (serial %d) differs from ours (serial %d); "
+                    "copy the same file to both nodes (pulse sync)",
+                    beat.serial,
+                    self.cfg.serial_no or 0,
+                )
+            elif self.config_match is False:
+                log.info("config match: partner's lvs.cf (serial %d) is now the same as ours", beat.serial)
+            self.config_match = match
         return c.BeatReceived(
             source,
             beat.state,
@@ -417,10 +424,14 @@ class Daemon:
                         self.feed(c.ReleaseDone())
                     case c.RestartService(name=name, reason=reason):
                         await self.services.restart(name, reason)
-                    case Reload():
-                        await self._reload()
+                    case Reload(answer=answer):
+                        result = await self._reload()
+                        if answer is not None and not answer.done():
+                            answer.set_result(result)
             except Exception:  # a bug in one job must not stop failover handling
                 log.exception("error while carrying out %s", type(job).__name__)
+                if isinstance(job, Reload) and job.answer is not None and not job.answer.done():
+                    job.answer.set_result((False, "internal error; see the log"))
                 if isinstance(job, c.Acquire):
                     self.feed(c.AcquireDone(False, "internal error"))
                 elif isinstance(job, c.Release):
@@ -533,6 +544,12 @@ class Daemon:
         m, now = self.machine, self.now()
         if command == "status":
             return {"ok": True, "status": self.status()}
+        if command == "reload":
+            assert self.loop is not None
+            answer: asyncio.Future[tuple[bool, str]] = self.loop.create_future()
+            self.jobs.put_nowait(Reload(answer))
+            ok, message = await answer
+            return {"ok": True, "message": message} if ok else {"ok": False, "error": message}
         if command == "release":
             if m.state is not State.ACTIVE:
                 return {"ok": False, "error": f"this node is {m.state.name.lower()}, not active"}
@@ -611,14 +628,14 @@ class Daemon:
 
     # -- SIGHUP -------------------------------------------------------------
 
-    async def _reload(self) -> None:
+    async def _reload(self) -> tuple[bool, str]:
         """Apply a changed lvs.cf without touching what did not change; keep everything on error."""
         from .config import ConfigError, load
         from .config.summary import local_ipv4_addresses
 
         assert self.services is not None
         path = self.cfg.path
-        log.info("SIGHUP: re-reading %s", path)
+        log.info("reload: re-reading %s", path)
         try:
             new, warnings = load(path)
             for w in warnings:
@@ -643,10 +660,11 @@ class Daemon:
             for d in e.diagnostics:
                 log.error("%s", d)
             log.error("reload failed: keeping the running configuration and VIPs")
-            return
+            return False, f"{e}\nreload failed: keeping the running configuration and VIPs"
         except StartupError as e:
-            log.error("%s; reload refused: keeping the running configuration and VIPs", e.render(path))
-            return
+            message = f"{e.render(path)}; reload refused: keeping the running configuration and VIPs"
+            log.error("%s", message)
+            return False, message
         old = self.services.services
         wanted = {f.name: f for f in new.active_failovers}
         removed = [s for name, s in old.items() if wanted.get(name) != s.f]
@@ -668,15 +686,14 @@ class Daemon:
         self.machine.timers = self._timers(new)
         await fresh.prepare_frames()
         failed = await fresh.acquire(added) if serving and added else []
-        log.info(
-            "reloaded %s: %d service(s) added, %d removed or changed, %d unchanged%s",
-            path,
-            len(added),
-            len(removed),
-            len(kept),
-            f"; start_cmd failed for {', '.join(failed)}" if failed else "",
+        message = (
+            f"reloaded {path} (serial {new.serial_no or 0}): {len(added)} service(s) added, "
+            f"{len(removed)} removed or changed, {len(kept)} unchanged"
+            + (f"; start_cmd failed for {', '.join(failed)}" if failed else "")
         )
+        log.info("%s", message)
         self._schedule()
+        return True, message
 
 
 def pidfile_owner(path: str) -> int | None:

@@ -106,9 +106,9 @@ def test_pulse_8_documents_every_daemon_option() -> None:
 
 def test_pulse_8_gives_every_option_an_entry() -> None:
     heads = sections(PULSE_8.read_text())
-    entries = " | ".join(tags(heads["OPTIONS"]) + tags(heads["CONTROL COMMANDS"]))
-    options = long_options(["--help"]) | long_options(["status", "--help"])
-    assert "--json" in options
+    entries = " | ".join(tags(heads["OPTIONS"]) + tags(heads["CONTROL COMMANDS"]) + tags(heads["pulse sync"]))
+    options = long_options(["--help"]) | long_options(["status", "--help"]) | long_options(["sync", "--help"])
+    assert {"--json", "--remote-file", "--ssh-option"} <= options
     missing = sorted(o for o in options if not mentions(entries, o))
     assert not missing, f"options without a .TP entry in OPTIONS or CONTROL COMMANDS: {missing}"
 

@@ -12,11 +12,25 @@ if ! command -v python3 >/dev/null 2>&1; then
 elif ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     need="$need python3-venv python3-pip"
 fi
+# pulse sync is tested against a real sshd that the test starts inside a lab namespace.
+command -v scp >/dev/null 2>&1 || need="$need openssh-client"
+if [ ! -x /usr/sbin/sshd ]; then
+    need="$need openssh-server"
+    # Debian's own switch: the packaged sshd never runs on this host (unit and init script honour it).
+    touch /etc/ssh/sshd_not_to_be_run 2>/dev/null || { mkdir -p /etc/ssh && touch /etc/ssh/sshd_not_to_be_run; }
+fi
 for extra in "$@"; do
     command -v "$extra" >/dev/null 2>&1 || need="$need $extra"
 done
 if [ -n "$need" ]; then
     echo "host-deps: installing$need"
+    # No service may start during the install (policy-rc.d exit 101); ours only if none is there.
+    policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        policy=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy"
+        trap 'rm -f "$policy"' EXIT
+    fi
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $need
 fi

@@ -1,0 +1,168 @@
+"""``pulse sync``: copy lvs.cf to the partner with ``rsh_command``, then have both daemons reload it.
+
+Piranha's setting names the remote-shell family: ``ssh`` copies with scp and runs with ssh, ``rsh`` with
+rcp and rsh. The file lands under a temporary name and is renamed over the partner's lvs.cf, so a
+daemon starting on the partner never reads half a file. Every remote command is an argv list here;
+the one string the remote shell sees is built from shlex-quoted words.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from .config import ConfigError, load
+from .config.model import Config, RshCommand
+
+TIMEOUT = 60.0  # per scp/ssh call: a partner that hangs must not hang the administrator's shell
+
+
+class SyncError(Exception):
+    """A step failed; the message says which and what the partner said."""
+
+
+@dataclass(frozen=True)
+class Remote:
+    """How to reach the partner: the lvs.cf key ``rsh_command`` plus command-line overrides."""
+
+    kind: RshCommand
+    host: str
+    user: str = "root"
+    ssh_options: tuple[str, ...] = ()  # each passed as ``-o OPTION`` (ssh family only)
+
+    def _opts(self) -> list[str]:
+        if self.kind is RshCommand.RSH:
+            return []
+        # BatchMode: never stop to ask for a password; sync is key-based or fails at once.
+        opts = ["BatchMode=yes", "ConnectTimeout=10", *self.ssh_options]
+        return [arg for o in opts for arg in ("-o", o)]
+
+    def copy_argv(self, source: str, target: str) -> list[str]:
+        """Copy ``source`` (a local path or ``:path`` on the partner) to ``target`` (likewise)."""
+
+        def where(p: str) -> str:
+            return f"{self.user}@{self.host}{p}" if p.startswith(":") else p
+
+        tool = ["scp", "-q", "-p"] if self.kind is RshCommand.SSH else ["rcp", "-p"]
+        return [*tool, *self._opts(), where(source), where(target)]
+
+    def shell_argv(self, words: Sequence[str]) -> list[str]:
+        """Run ``words`` on the partner; the remote shell gets them quoted, never interpreted."""
+        tool = ["ssh"] if self.kind is RshCommand.SSH else ["rsh"]
+        return [*tool, *self._opts(), "-l", self.user, self.host, shlex.join(words)]
+
+
+def partner_address(cfg: Config, local_addresses: Sequence[IPv4Address]) -> str:
+    """The partner's public address (private if it has none) for the node this host is."""
+    role = cfg.role_of(local_addresses)
+    if role is None:
+        raise SyncError(f"{cfg.path}: this host is neither the primary nor the backup it names")
+    if not cfg.backup_active:
+        raise SyncError(f"{cfg.path}: backup_active = 0: there is no partner to copy to")
+    addresses = cfg.node_addresses(role.partner)
+    if not addresses:
+        raise SyncError(f"{cfg.path}: the partner has no address")
+    return str(addresses[0])
+
+
+NOT_RUNNING = 3  # `pulse reload`'s exit status when no daemon answers
+
+
+def _run(argv: list[str], what: str, *, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
+    try:
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise SyncError(f"{what}: {argv[0]} is not installed") from None
+    except subprocess.TimeoutExpired:
+        raise SyncError(f"{what}: no answer within {TIMEOUT:g} s ({shlex.join(argv[:1])})") from None
+    if res.returncode not in ok:
+        said = (res.stderr or res.stdout).strip() or f"exit status {res.returncode}"
+        raise SyncError(f"{what}: {said}")
+    return res
+
+
+def fetch_serial(remote: Remote, target: str) -> int | None:
+    """The serial_no of the partner's current file; None when it has none, no file, or a bad one."""
+    with tempfile.TemporaryDirectory(prefix="pulse-sync-") as tmp:
+        copy = os.path.join(tmp, "lvs.cf")
+        try:
+            _run(remote.copy_argv(f":{target}", copy), "reading the partner's lvs.cf")
+        except SyncError:
+            return None  # no file there yet: nothing to lose
+        try:
+            cfg, _ = load(copy)
+        except ConfigError:
+            return None
+        return cfg.serial_no
+
+
+def sync(
+    cfg: Config,
+    remote: Remote,
+    target: str,
+    *,
+    force: bool = False,
+    say: Callable[[str], None] = print,
+) -> None:
+    """Copy ``cfg.path`` to ``target`` on the partner and rename it into place."""
+    theirs = fetch_serial(remote, target)
+    ours = cfg.serial_no or 0
+    if theirs is not None and theirs > ours and not force:
+        raise SyncError(
+            f"the partner's {target} has serial_no {theirs}, newer than this file's {ours}: it may hold "
+            "changes this one lacks; copy it here instead, or use --force to overwrite it"
+        )
+    staging = f"{target}.pulse-sync"
+    _run(remote.copy_argv(cfg.path, f":{staging}"), f"copying to {remote.host}")
+    _run(remote.shell_argv(["mv", "-f", "--", staging, target]), f"renaming into place on {remote.host}")
+    say(f"copied {cfg.path} (serial {ours}) to {remote.user}@{remote.host}:{target}")
+
+
+def reload_remote(remote: Remote, pulse: str, socket: str) -> str:
+    argv = remote.shell_argv([pulse, "reload", "--socket", socket])
+    res = _run(argv, f"reload on {remote.host}", ok=(0, NOT_RUNNING))
+    if res.returncode == NOT_RUNNING:
+        return "no pulse running there; it reads the new file when it starts"
+    return res.stdout.strip()
+
+
+def main(args: object) -> int:
+    """``pulse sync``: exit 0 copied and both reloaded, 1 a step failed, 2 the file has errors."""
+    from .cli import EXIT_CONFIG, load_or_report
+    from .config.summary import local_ipv4_addresses
+    from .control import request
+
+    a = args  # argparse.Namespace from cli.sync_parser()
+    cfg = load_or_report(a.configfile)
+    if cfg is None:
+        print("pulse sync: not copied: the file does not pass pulse --check", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        host = a.to or partner_address(cfg, local_ipv4_addresses())
+        remote = Remote(cfg.rsh_command, host, a.user, tuple(a.ssh_option))
+        if remote.kind is RshCommand.RSH and remote.ssh_options:
+            raise SyncError("--ssh-option needs rsh_command = ssh")
+        target = a.remote_file or os.path.abspath(cfg.path)
+        sync(cfg, remote, target, force=a.force)
+        if a.no_reload:
+            return 0
+        print(f"partner: {reload_remote(remote, a.remote_pulse, a.remote_socket)}")
+    except SyncError as e:
+        print(f"pulse sync: {e}", file=sys.stderr)
+        return 1
+    try:
+        answer = request(a.socket, "reload")
+    except OSError:
+        print(f"this node: no pulse answers on {a.socket}; it reads the file when it starts")
+        return 0
+    if not answer.get("ok"):
+        print(f"pulse sync: local reload: {answer.get('error')}", file=sys.stderr)
+        return 1
+    print(f"this node: {answer['message']}")
+    return 0
