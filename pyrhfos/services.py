@@ -149,12 +149,7 @@ class ServiceSet:
     async def acquire(self, services: Iterable[Service] | None = None) -> list[str]:
         """VIPs up, one gratuitous ARP each at once, then start_cmds; returns the names that failed."""
         chosen = list(self if services is None else services)
-        for s in chosen:
-            self.vip_up(s)
-        # Adding many VIPs takes a while: renew the first ones' leases now, not a half lease
-        # after the last one went up (by then the first could have lapsed).
-        self.last_renew = 0.0
-        self.renew_leases()
+        self.vips_up(chosen)
         self.announce(chosen)
         ok = await asyncio.gather(*(self.command(s, "start_cmd") for s in chosen))
         now = self.now()
@@ -197,16 +192,19 @@ class ServiceSet:
         s.restart_delay = min(RESTART_BACKOFF_MAX, s.restart_delay * 2)
         s.reset_probe(self.now(), self.deadtime)
 
-    def vip_up(self, s: Service) -> None:
-        assert s.f.address is not None
-        s.held = True
+    def vips_up(self, chosen: list[Service]) -> None:
+        """All chosen VIPs up in one netlink batch, each with a fresh lease."""
+        for s in chosen:
+            s.held = True
         if self.vips is None:
-            log.info("test-start: would add %s on %s", s.ip, s.f.address.label)
+            for s in chosen:
+                log.info("test-start: would add %s on %s", s.ip, s.f.address.label)  # type: ignore[union-attr]
             return
-        prefix = s.f.prefixlen or self.vips.prefixlen_for(s.f.address.interface, s.ip)
-        added = self.vips.add(s.ip, s.f.address.label, prefix, lifetime=lease_seconds(self.deadtime))
+        wanted = [(s.ip, s.f.address.label, s.f.prefixlen) for s in chosen]  # type: ignore[union-attr]
+        done = self.vips.add_all(wanted, lease_seconds(self.deadtime))
         self.last_renew = self.now()
-        log.info("%s %s/%d on %s", "added" if added else "adopted", s.ip, prefix, s.f.address.label)
+        for s, (ip, prefix, added) in zip(chosen, done, strict=True):
+            log.info("%s %s/%d on %s", "added" if added else "adopted", ip, prefix, s.f.address.label)  # type: ignore[union-attr]
 
     def vip_down(self, s: Service) -> None:
         assert s.f.address is not None

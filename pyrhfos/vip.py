@@ -140,7 +140,7 @@ class VipManager:
         """Send many ``addr replace`` in one datagram (pyroute2 IPBatch builds them) and read the acks.
 
         One IPRoute call costs ~2.5 ms of CPU; 200 VIPs renewed every second made that the daemon's
-        main idle cost. The batch costs a fraction of a ms.
+        main idle cost, and adding them one by one stalled a takeover. The batch costs a fraction of a ms.
         """
         if self._batch is None:
             from pyroute2 import IPBatch
@@ -175,7 +175,7 @@ class VipManager:
                 if msg["header"].get("error") is not None:
                     errors.append(str(msg["header"]["error"]))
         if errors:
-            raise VipError(f"renewing VIPs: {'; '.join(sorted(set(errors)))}")
+            raise VipError(f"ip addr replace (batch of {len(requests)}): {'; '.join(sorted(set(errors)))}")
 
     # -- API ---------------------------------------------------------------------------------------
     @_in_netlink_thread
@@ -199,8 +199,11 @@ class VipManager:
     def prefixlen_for(self, interface: str, ip: IPv4Address) -> int:
         """Prefix length for a VIP without vip_nmask: that of the interface's network containing ``ip``,
         else of the interface's primary address, else 32."""
-        ip = IPv4Address(ip)
-        msgs = [m for m in self._addrs(self._index(interface)) if m.get_attr("IFA_LOCAL") != str(ip)]
+        return self._prefixlen_from(self._addrs(self._index(interface)), IPv4Address(ip))
+
+    @staticmethod
+    def _prefixlen_from(dump: Sequence[Any], ip: IPv4Address) -> int:
+        msgs = [m for m in dump if m.get_attr("IFA_LOCAL") != str(ip)]
         for m in msgs:
             net = IPv4Interface(f"{m.get_attr('IFA_LOCAL')}/{m['prefixlen']}").network
             if ip in net:
@@ -253,31 +256,58 @@ class VipManager:
         return self.add(ip, label, prefixlen, lifetime) or existing is None
 
     @_in_netlink_thread
-    def renew_all(
-        self, vips: Sequence[tuple[IPv4Address, str, int | None]], lifetime: int
-    ) -> list[IPv4Address]:
-        """``renew`` for many VIPs with one address dump, not one per VIP (200 services: 200x less).
+    def add_all(
+        self, vips: Sequence[tuple[IPv4Address, str, int | None]], lifetime: int | None
+    ) -> list[tuple[IPv4Address, int, bool]]:
+        """``add`` for many VIPs: one address dump and one netlink batch, not three dumps and a
+        write per VIP (200 VIPs took 2.6 s one by one; the event loop waited that long).
 
-        Returns the VIPs that had vanished and were added again (announce them once more).
+        Returns (ip, prefix length, added) per VIP in order; added is False for one already there.
+        An existing VIP keeps its prefix unless one is asked for; a wrong label or prefix takes
+        the slow path (delete and add: the kernel cannot relabel in place).
         """
-        current = {}
-        for msg in self._addrs():
-            current[(msg["index"], msg.get_attr("IFA_LOCAL", msg.get_attr("IFA_ADDRESS")))] = msg
+        dump = self._addrs()
+        current = {(m["index"], m.get_attr("IFA_LOCAL", m.get_attr("IFA_ADDRESS"))): m for m in dump}
         indexes: dict[str, int] = {}
-        readded, renew = [], []
+        results: list[tuple[IPv4Address, int, bool]] = []
+        batch: list[dict[str, Any]] = []
         for ip, label, prefixlen in vips:
+            ip = IPv4Address(ip)
             interface = self._check_label(label)
             if interface not in indexes:
                 indexes[interface] = self._index(interface)
             index = indexes[interface]
             existing = current.get((index, str(ip)))
-            if existing is not None and existing.get_attr("IFA_LABEL") == label:
-                renew.append(self._addr_args(index, IPv4Address(ip), existing["prefixlen"], label, lifetime))
-            elif self.add(ip, label, prefixlen, lifetime) or existing is None:
-                readded.append(IPv4Address(ip))
-        if renew:
-            self._replace_batch(renew)
-        return readded
+            if prefixlen is None:
+                if existing is not None:
+                    prefixlen = existing["prefixlen"]
+                else:
+                    prefixlen = self._prefixlen_from([m for m in dump if m["index"] == index], ip)
+            if existing is not None and (
+                existing.get_attr("IFA_LABEL") != label or existing["prefixlen"] != prefixlen
+            ):
+                self.add(ip, label, prefixlen, lifetime)
+            else:
+                # "replace" creates an absent address, so one batch serves new and present VIPs.
+                batch.append(self._addr_args(index, ip, prefixlen, label, lifetime))
+            results.append((ip, prefixlen, existing is None))
+        if batch:
+            try:
+                self._replace_batch(batch)
+            except VipError:
+                for kw in batch:  # one by one, so the error names the VIP it belongs to
+                    self._call("replace", **kw)
+        return results
+
+    def renew_all(
+        self, vips: Sequence[tuple[IPv4Address, str, int | None]], lifetime: int
+    ) -> list[IPv4Address]:
+        """Push many held VIPs' lifetimes ahead in one batch (every half lease while active).
+
+        Returns the VIPs that had vanished (expired, or removed by hand) and were added again,
+        so the caller announces them with gratuitous ARP once more.
+        """
+        return [ip for ip, _, added in self.add_all(vips, lifetime) if added]
 
     @_in_netlink_thread
     def remove(self, ip: IPv4Address, label: str) -> bool:

@@ -180,3 +180,37 @@ def test_renew_all_refreshes_many_and_readds_the_vanished(node, vm):
     info = {a["local"]: a for a in node.address_info()}
     for ip, label, _ in many:
         assert info[str(ip)]["label"] == label and info[str(ip)]["valid_life_time"] > 10
+
+
+def test_add_all_batches_new_existing_and_relabelled(lab, node, vm):
+    lab.add_node("a", "203.0.113.5", prefixlen=26, bridge="br1", ifname="eth1")
+    node.run("ip", "addr", "add", "192.0.2.12/24", "dev", "eth0", "label", "eth0:2")  # ours already
+    node.run("ip", "addr", "add", "192.0.2.13/24", "dev", "eth0")  # left behind, unlabelled
+    many = [IPv4Address(f"192.0.2.{i}") for i in range(20, 60)]
+    wanted = [
+        (VIP, "eth0:1", None),
+        (IPv4Address("192.0.2.12"), "eth0:2", None),
+        (IPv4Address("192.0.2.13"), "eth0:3", None),
+        (IPv4Address("203.0.113.20"), "eth1:0", None),
+        (IPv4Address("203.0.113.21"), "eth1:1", 32),
+        *((ip, "eth0:9", None) for ip in many),
+    ]
+    done = vm.add_all(wanted, 30)
+    assert [(str(ip), prefix, added) for ip, prefix, added in done[:5]] == [
+        ("192.0.2.11", 24, True),
+        ("192.0.2.12", 24, False),
+        ("192.0.2.13", 24, False),
+        ("203.0.113.20", 26, True),
+        ("203.0.113.21", 32, True),
+    ]
+    assert all(added for _, _, added in done[5:])
+    have = {(ip, prefix, label) for ip, prefix, label in node.addresses("eth0") + node.addresses("eth1")}
+    assert {("192.0.2.11", 24, "eth0:1"), ("192.0.2.13", 24, "eth0:3"), ("203.0.113.21", 32, "eth1:1")} <= have
+    assert {(str(ip), 24, "eth0:9") for ip in many} <= have
+    lives = {a["local"]: a["valid_life_time"] for a in node.address_info() + node.address_info("eth1")}
+    assert all(25 <= lives[str(ip)] <= 30 for ip, _, _ in wanted)
+    # Renewing finds them all present: nothing re-added, no duplicate.
+    assert vm.renew_all(wanted, 30) == []
+    assert len(node.addresses("eth0")) == 1 + 3 + len(many)
+    with pytest.raises(VipError, match="eth9"):
+        vm.add_all([(VIP, "eth9:1", None)], 30)
