@@ -121,10 +121,11 @@ class ServiceSet:
         """A VIP left by a crashed pulse must not answer while the partner serves."""
         if self.vips is None:
             return
-        for s in self:
-            assert s.f.address is not None
-            if self.vips.remove(s.ip, s.f.address.label):
-                log.warning("removed %s left on %s by an earlier run", s.ip, s.f.address.label)
+        chosen = list(self)
+        gone = self.vips.remove_all([(s.ip, s.f.address.label) for s in chosen])  # type: ignore[union-attr]
+        for s, was_there in zip(chosen, gone, strict=True):
+            if was_there:
+                log.warning("removed %s left on %s by an earlier run", s.ip, s.f.address.label)  # type: ignore[union-attr]
 
     async def prepare_frames(self) -> None:
         """Build gratuitous ARP frames once per VIP (scapy runs in a short-lived child)."""
@@ -168,9 +169,9 @@ class ServiceSet:
         await asyncio.gather(*(self.command(s, "stop_cmd") for s in chosen))
         if stopped is not None:
             await stopped()
+        self.vips_down(chosen)
         now = self.now()
         for s in chosen:
-            self.vip_down(s)
             s.reset_probe(now)
 
     async def restart(self, name: str, reason: str) -> None:
@@ -206,14 +207,18 @@ class ServiceSet:
         for s, (ip, prefix, added) in zip(chosen, done, strict=True):
             log.info("%s %s/%d on %s", "added" if added else "adopted", ip, prefix, s.f.address.label)  # type: ignore[union-attr]
 
-    def vip_down(self, s: Service) -> None:
-        assert s.f.address is not None
-        s.held = False
+    def vips_down(self, chosen: list[Service]) -> None:
+        """All chosen VIPs down in one netlink batch."""
+        for s in chosen:
+            s.held = False
         if self.vips is None:
-            log.info("test-start: would remove %s from %s", s.ip, s.f.address.label)
+            for s in chosen:
+                log.info("test-start: would remove %s from %s", s.ip, s.f.address.label)  # type: ignore[union-attr]
             return
-        if self.vips.remove(s.ip, s.f.address.label):
-            log.info("removed %s from %s", s.ip, s.f.address.label)
+        gone = self.vips.remove_all([(s.ip, s.f.address.label) for s in chosen])  # type: ignore[union-attr]
+        for s, was_there in zip(chosen, gone, strict=True):
+            if was_there:
+                log.info("removed %s from %s", s.ip, s.f.address.label)  # type: ignore[union-attr]
 
     def renew_leases(self) -> None:
         """Push held VIPs' kernel lifetimes ahead; re-add and re-announce one that vanished."""

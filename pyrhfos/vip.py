@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import errno
 import functools
 import socket
 import threading
@@ -18,6 +19,7 @@ T = TypeVar("T")
 NETLINK_TIMEOUT = 10.0  # seconds; a netlink request that takes longer is an error
 
 IFA_F_SECONDARY = 0x01
+EADDRNOTAVAIL = errno.EADDRNOTAVAIL  # deleting an address that is not there
 
 
 class VipError(RuntimeError):
@@ -64,7 +66,7 @@ class VipManager:
         self._netlink_error = NetlinkError
         self._closed = False
         self._netns = netns
-        self._batch: Any = None  # IPBatch and a raw socket for renew_all, made on first use
+        self._batch: Any = None  # IPBatch and a raw socket for the *_all calls, made on first use
         self._raw: socket.socket | None = None
         self._batch_key, self._batch_bytes = "", b""
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vip-netlink")
@@ -136,11 +138,12 @@ class VipManager:
     ) -> None:
         self._call(command, **self._addr_args(index, ip, prefixlen, label, lifetime))
 
-    def _replace_batch(self, requests: list[dict[str, Any]]) -> None:
-        """Send many ``addr replace`` in one datagram (pyroute2 IPBatch builds them) and read the acks.
+    def _batch_send(self, command: str, requests: list[dict[str, Any]], ignore: tuple[int, ...] = ()) -> None:
+        """Send many ``addr COMMAND`` in one datagram (pyroute2 IPBatch builds them) and read the acks.
 
         One IPRoute call costs ~2.5 ms of CPU; 200 VIPs renewed every second made that the daemon's
         main idle cost, and adding them one by one stalled a takeover. The batch costs a fraction of a ms.
+        Errors whose code is in ``ignore`` are not errors (a VIP that went away by itself meanwhile).
         """
         if self._batch is None:
             from pyroute2 import IPBatch
@@ -161,21 +164,22 @@ class VipManager:
             self._raw.settimeout(NETLINK_TIMEOUT)
         # The same VIPs and lifetime make the same bytes: build them once (pyroute2's argument
         # processing is most of the cost), resend them at every renewal.
-        key = repr(requests)
+        key = repr((command, requests))
         if key != self._batch_key:
             self._batch.reset()
             for kw in requests:
-                self._batch.addr("replace", **kw)
+                self._batch.addr(command, **kw)
             self._batch_key, self._batch_bytes = key, bytes(self._batch.batch)
         self._raw.send(self._batch_bytes)
         acked, errors = 0, []
         while acked < len(requests):
             for msg in self._marshal.parse(self._raw.recv(1 << 20)):
                 acked += 1
-                if msg["header"].get("error") is not None:
-                    errors.append(str(msg["header"]["error"]))
+                error = msg["header"].get("error")
+                if error is not None and getattr(error, "code", None) not in ignore:
+                    errors.append(str(error))
         if errors:
-            raise VipError(f"ip addr replace (batch of {len(requests)}): {'; '.join(sorted(set(errors)))}")
+            raise VipError(f"ip addr {command} (batch of {len(requests)}): {'; '.join(sorted(set(errors)))}")
 
     # -- API ---------------------------------------------------------------------------------------
     @_in_netlink_thread
@@ -293,7 +297,7 @@ class VipManager:
             results.append((ip, prefixlen, existing is None))
         if batch:
             try:
-                self._replace_batch(batch)
+                self._batch_send("replace", batch)
             except VipError:
                 for kw in batch:  # one by one, so the error names the VIP it belongs to
                     self._call("replace", **kw)
@@ -310,6 +314,22 @@ class VipManager:
         return [ip for ip, _, added in self.add_all(vips, lifetime) if added]
 
     @_in_netlink_thread
+    def remove_all(self, vips: Sequence[tuple[IPv4Address, str]]) -> list[bool]:
+        """``remove`` for many VIPs in one dump and one batch; True for each that was there."""
+        links = {link.get_attr("IFLA_IFNAME"): link["index"] for link in self._ipr.get_links()}
+        current = {(m["index"], m.get_attr("IFA_LOCAL", m.get_attr("IFA_ADDRESS"))): m for m in self._addrs()}
+        found, batch = [], []
+        for ip, label in vips:
+            index = links.get(self._check_label(label))  # a vanished interface took its VIPs along
+            existing = None if index is None else current.get((index, str(IPv4Address(ip))))
+            found.append(existing is not None)
+            if existing is not None:
+                batch.append({"index": index, "address": str(ip), "prefixlen": existing["prefixlen"]})
+        if batch:
+            self._batch_send("del", batch, ignore=(EADDRNOTAVAIL,))
+        return found
+
+    @_in_netlink_thread
     def remove(self, ip: IPv4Address, label: str) -> bool:
         """Drop the VIP from the label's interface; True if it was there (absent is fine)."""
         ip = IPv4Address(ip)
@@ -323,7 +343,7 @@ class VipManager:
         try:
             self._ipr.addr("del", index=index, address=str(ip), prefixlen=existing["prefixlen"])
         except self._netlink_error as exc:
-            if exc.code == 99:  # EADDRNOTAVAIL: it expired or went away meanwhile
+            if exc.code == EADDRNOTAVAIL:  # it expired or went away meanwhile
                 return False
             raise VipError(f"ip addr del {ip}: {exc}") from exc
         return True

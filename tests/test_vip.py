@@ -205,7 +205,11 @@ def test_add_all_batches_new_existing_and_relabelled(lab, node, vm):
     ]
     assert all(added for _, _, added in done[5:])
     have = {(ip, prefix, label) for ip, prefix, label in node.addresses("eth0") + node.addresses("eth1")}
-    assert {("192.0.2.11", 24, "eth0:1"), ("192.0.2.13", 24, "eth0:3"), ("203.0.113.21", 32, "eth1:1")} <= have
+    assert {
+        ("192.0.2.11", 24, "eth0:1"),
+        ("192.0.2.13", 24, "eth0:3"),
+        ("203.0.113.21", 32, "eth1:1"),
+    } <= have
     assert {(str(ip), 24, "eth0:9") for ip in many} <= have
     lives = {a["local"]: a["valid_life_time"] for a in node.address_info() + node.address_info("eth1")}
     assert all(25 <= lives[str(ip)] <= 30 for ip, _, _ in wanted)
@@ -214,3 +218,12 @@ def test_add_all_batches_new_existing_and_relabelled(lab, node, vm):
     assert len(node.addresses("eth0")) == 1 + 3 + len(many)
     with pytest.raises(VipError, match="eth9"):
         vm.add_all([(VIP, "eth9:1", None)], 30)
+
+
+def test_remove_all_in_one_batch(node, vm):
+    many = [(IPv4Address(f"192.0.2.{i}"), "eth0:1", None) for i in range(20, 40)]
+    vm.add_all(many, None)
+    node.run("ip", "addr", "del", "192.0.2.25/24", "dev", "eth0")  # gone by itself meanwhile
+    gone = vm.remove_all([(ip, label) for ip, label, _ in many] + [(VIP, "eth0:1"), (VIP, "eth9:1")])
+    assert gone == [str(ip) != "192.0.2.25" for ip, _, _ in many] + [False, False]
+    assert node.addresses() == [("192.0.2.100", 24, "eth0")]  # the node's own address untouched
