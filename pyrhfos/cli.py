@@ -106,16 +106,28 @@ def find_config(given: str | None) -> str:
     return DEFAULT_CONFIGS[0]
 
 
-def setup_logging(nodaemon: bool, verbose: bool) -> None:
+def stderr_is_journal() -> bool:
+    """True when systemd connected stderr to the journal (JOURNAL_STREAM names its device:inode)."""
+    try:
+        dev, ino = (int(x) for x in os.environ.get("JOURNAL_STREAM", "").split(":"))
+        st = os.fstat(sys.stderr.fileno())
+    except (ValueError, OSError, AttributeError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
+def setup_logging(nodaemon: bool, verbose: bool, syslog_address: str = "/dev/log") -> None:
     root = logging.getLogger("pulse")
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     root.propagate = False
     root.handlers.clear()
-    if os.path.exists("/dev/log"):
-        syslog = logging.handlers.SysLogHandler(address="/dev/log", facility="daemon")
+    if os.path.exists(syslog_address):
+        syslog = logging.handlers.SysLogHandler(address=syslog_address, facility="daemon")
         syslog.ident = f"pulse[{os.getpid()}]: "
         root.addHandler(syslog)
-    if nodaemon or not root.handlers:
+    # Under systemd (-n) stderr is the journal, which already gets each line through syslog:
+    # a second copy there would show every event twice.
+    if not root.handlers or (nodaemon and not stderr_is_journal()):
         err = logging.StreamHandler(sys.stderr)
         err.setFormatter(logging.Formatter("%(asctime)s pulse[%(process)d]: %(message)s"))
         root.addHandler(err)

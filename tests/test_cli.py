@@ -116,3 +116,32 @@ def test_bad_packets_are_dropped_and_counted() -> None:
     assert d.counters["dropped-bad-magic"] == 1
     assert d.counters["dropped-piranha-incompatible"] == 1
     assert d.counters["beats-received"] == 1
+
+
+def test_no_second_log_copy_when_stderr_is_the_journal(tmp_path, monkeypatch) -> None:
+    """Under systemd, stderr is the journal: the syslog line is enough, a stderr copy doubles it."""
+    import logging
+    import os
+    import socket
+    import sys
+
+    from pyrhfos.cli import setup_logging
+
+    log = tmp_path / "log"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as fake_syslog, open(tmp_path / "err", "w") as err:
+        fake_syslog.bind(str(log))
+        monkeypatch.setattr(sys, "stderr", err)
+        st = os.fstat(err.fileno())
+        kinds = {}
+        for journal in (None, f"{st.st_dev}:{st.st_ino}"):
+            if journal is None:
+                monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+            else:
+                monkeypatch.setenv("JOURNAL_STREAM", journal)
+            setup_logging(nodaemon=True, verbose=False, syslog_address=str(log))
+            kinds[journal is not None] = sorted(type(h).__name__ for h in logging.getLogger("pulse").handlers)
+        setup_logging(nodaemon=True, verbose=False, syslog_address=str(tmp_path / "no-syslog"))
+        alone = [type(h).__name__ for h in logging.getLogger("pulse").handlers]
+    logging.getLogger("pulse").handlers.clear()
+    assert kinds == {False: ["StreamHandler", "SysLogHandler"], True: ["SysLogHandler"]}
+    assert alone == ["StreamHandler"]  # no syslog at all: stderr is the only witness, journal or not

@@ -53,7 +53,8 @@ def sshd_on_b(lab: Any, tmp_path: Path) -> Iterator[tuple[Testbed, list[str]]]:
     (ssh / "sshd_config").write_text(
         f"ListenAddress {bed.b.ip}\nHostKey {ssh / 'host'}\nPidFile {ssh / 'sshd.pid'}\n"
         f"AuthorizedKeysFile {ssh / 'authorized_keys'}\nPermitRootLogin prohibit-password\n"
-        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nSubsystem sftp internal-sftp\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
+        "Subsystem sftp internal-sftp\n"  # scp speaks SFTP since OpenSSH 9
         # The test's files live under /tmp (mode 1777), which StrictModes would refuse.
         "StrictModes no\n"
     )
