@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
 import os
 import re
@@ -403,3 +404,54 @@ def test_listen_option() -> None:
     assert webapp.parse_listen("192.0.2.100:3636") == ("192.0.2.100", 3636)
     with pytest.raises(argparse.ArgumentTypeError):
         webapp.parse_listen("3636")
+
+
+STATUS = {
+    "schema": 1,
+    "node": {"role": "primary", "state": "active", "since": 1.7e9, "reason": "partner silent", "pid": 42,
+             "config": "/etc/sysconfig/ha/lvs.cf", "serial": 1, "hold_down": 0.0},
+    "partner": {"addresses": ["192.0.2.200"], "paths": {"192.0.2.200": {"last_beat_age": 0.4}},
+                "state": "standby", "alive": True, "hold_down": False, "protocol": "pyrhfos",
+                "config_match": False},
+    "services": [{"name": "web1", "vip": "192.0.2.11", "label": "eth0:1", "port": 80, "held": True,
+                  "probe": "ok", "probe_reason": "expected answer", "probe_latency": 0.002,
+                  "last_change": 1.7e9}],
+    "counters": {"beats-sent": 10, "beats-received": 9},
+}  # fmt: skip
+
+
+def test_control_page_renders_daemon_status(env: dict[str, Any]) -> None:
+    """A stand-in daemon on a Unix socket in tmp_path (no network) answers as pulse does."""
+    import json
+    import socket
+    import threading
+
+    path = str(env["tmp"] / "pulse.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(4)
+    srv.settimeout(10)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = srv.accept()
+                with conn:
+                    conn.recv(1024)
+                    conn.sendall(json.dumps({"ok": True, "status": STATUS}).encode() + b"\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        env["app"].extensions["piranha"]["settings"].socket = path
+        client = env["client"]
+        login(client)
+        page = html.unescape(client.get("/piranha/control").get_data(as_text=True))
+        assert 'id="node-state">active<' in page and 'id="partner-state">standby<' in page
+        assert "config mismatch" in page and "192.0.2.11 eth0:1:80" in page and "this node" in page
+        assert "beats-sent 10" in page and '<meta http-equiv="refresh"' in page
+    finally:
+        with contextlib.suppress(OSError):
+            srv.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone would not)
+        srv.close()
+        thread.join(5)

@@ -261,7 +261,10 @@ def _status(sock: str) -> tuple[dict[str, Any] | None, str | None]:
         )
     if not reply.get("ok", False):
         return None, f"pulse answered with an error: {reply.get('error', 'unknown')}"
-    return reply, None
+    status = reply.get("status")
+    if not isinstance(status, dict) or not isinstance(status.get("node"), dict):
+        return None, "pulse answered, but not with a status this page understands"
+    return status, None
 
 
 ACTIONS = ("start", "stop", "reload", "sync")
