@@ -11,8 +11,10 @@ Screenshots of each page are saved in docs/screenshots/ (shown in the README).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -233,3 +235,30 @@ def test_monitoring_shows_active_node(gui: Gui) -> None:
     time.sleep(0.2)
     shot(page, "monitoring")
     page.context.close()
+
+
+def test_init_script_start_status_stop(gui: Gui, tmp_path: Path) -> None:
+    """init.d/piranha-gui on node b (its lab address): start, serve the login page, status, stop."""
+    node = gui.bed.b
+    pidfile = tmp_path / "piranha-gui.pid"
+    env = [
+        "env",
+        f"PIRANHA_GUI={sys.executable} -m pyrhfos.web.app",
+        f"GUI_OPTS=--listen 192.0.2.200:3636 --config {gui.config} --passwd-file {tmp_path / 'none'}",
+        f"PIDFILE={pidfile}",
+        f"LOGFILE={tmp_path / 'gui.log'}",
+        "sh",
+        str(REPO / "init.d" / "piranha-gui"),
+    ]
+    try:
+        started = node.run(*env, "start", check=False, timeout=20)
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert node.run(*env, "status", check=False).returncode == 0
+        fetch = "import urllib.request as u; print(u.urlopen('http://192.0.2.200:3636/piranha/login').read().decode())"
+        page = wait_until(lambda: gui.bed.client.run_python(fetch, check=False).stdout, 10, 0.2)
+        assert "No password has been set" in page  # no password file: nobody gets in
+        assert node.run(*env, "stop", check=False, timeout=20).returncode == 0
+        assert node.run(*env, "status", check=False).returncode == 3
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pidfile.read_text().split()[0]), signal.SIGKILL)  # only if stop failed
