@@ -455,3 +455,15 @@ def test_control_page_renders_daemon_status(env: dict[str, Any]) -> None:
             srv.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone would not)
         srv.close()
         thread.join(5)
+
+
+def test_backup_name_gets_a_counter_when_taken(tmp_path: Path) -> None:
+    import datetime
+
+    now = datetime.datetime(2026, 1, 2, 3, 4, 5)
+    path = tmp_path / "lvs.cf"
+    first = edits.backup_name(path, now)
+    assert first.name == "lvs.cf.20260102-030405"
+    first.write_text("x")
+    second = edits.backup_name(path, now)
+    assert second.name == "lvs.cf.20260102-030405.1"
