@@ -17,15 +17,29 @@ setup(
         "pyroute2>=0.7.12,<0.10",
         "scapy>=2.5,<2.9",
         "prometheus_client>=0.17,<1",  # metrics_port: the exposition format, not written by hand
+        # piranha-gui: Flask (small, well kept, Jinja2 autoescaping), Flask-WTF for CSRF tokens
+        # (not hand-rolled), waitress as the production WSGI server (pure Python, no dev server).
+        "flask>=3.0,<4",
+        "flask-wtf>=1.2,<2",
+        "waitress>=3.0,<4",
     ],
     extras_require={
         "test": [
             "pytest>=8,<10",
             "hypothesis>=6.100,<7",
             "ruff>=0.5",
+            # GUI tests drive Debian's /usr/bin/chromium (tools/host-deps.sh); no browser download.
+            "playwright>=1.40,<2",
         ],
     },
-    entry_points={"console_scripts": ["pulse=pyrhfos.cli:main"]},
+    package_data={"pyrhfos.web": ["templates/*.html", "static/*"]},
+    entry_points={
+        "console_scripts": [
+            "pulse=pyrhfos.cli:main",
+            "piranha-gui=pyrhfos.web.app:main",
+            "piranha-passwd=pyrhfos.passwd:main",
+        ]
+    },
     data_files=[
         ("share/doc/pyrhfos", ["etc/lvs.cf.example"]),
         ("share/man/man8", ["man/pulse.8"]),
