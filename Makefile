@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test test-faults demo bench lint host-deps clean
+.PHONY: test test-faults demo bench lint host-deps clean screenshots
 
 host-deps:
 	@sh tools/host-deps.sh
@@ -35,6 +35,10 @@ bench: $(STAMP) host-deps
 	command -v keepalived >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y keepalived)
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet 'matplotlib>=3.6'
 	$(BIN)/python bench/failover.py
+
+# The browser tests, keeping their screenshots in docs/screenshots/ (shown in the README).
+screenshots: $(STAMP) host-deps
+	PYRHFOS_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/test_web_browser.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check pyrhfos tests bench

@@ -122,4 +122,8 @@ def render(status: dict[str, Any]) -> str:
         )
     counters = ", ".join(f"{k} {v}" for k, v in sorted(status["counters"].items()))
     lines.append(f"counters:  {counters or 'none'}")
+    events = status.get("events", [])[-5:]
+    if events:
+        lines.append("recent:")
+        lines += [f"  {_when(e['time'])} {e['message']}" for e in events]
     return "\n".join(lines)

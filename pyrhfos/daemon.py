@@ -14,7 +14,7 @@ import secrets
 import signal
 import socket
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -145,6 +145,17 @@ class _BeatProtocol(asyncio.DatagramProtocol):
         log.debug("heartbeat socket error: %s", exc)
 
 
+class RecentEvents(logging.Handler):
+    """The last log lines at INFO and above, for ``pulse status`` (what happened lately, and why)."""
+
+    def __init__(self, size: int = 20) -> None:
+        super().__init__(logging.INFO)
+        self.records: deque[tuple[float, str, str]] = deque(maxlen=size)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append((record.created, record.levelname.lower(), record.getMessage()))
+
+
 @dataclass(frozen=True)
 class Reload:
     """SIGHUP or `pulse reload`: re-read lvs.cf (queued with the other side effects so it never
@@ -190,6 +201,7 @@ class Daemon:
         self.done = asyncio.Event()
         self.services: ServiceSet | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.events = RecentEvents()
 
     @staticmethod
     def _timers(cfg: Config) -> c.Timers:
@@ -202,6 +214,13 @@ class Daemon:
     # -- life cycle ---------------------------------------------------------
 
     async def run(self) -> int:
+        log.addHandler(self.events)
+        try:
+            return await self._run()
+        finally:
+            log.removeHandler(self.events)
+
+    async def _run(self) -> int:
         self.loop = asyncio.get_running_loop()
         vips = None
         if not self.opts.test_start:
@@ -624,6 +643,7 @@ class Daemon:
                 "activations": m.activations,
                 "garp-sent": self.services.garp_sent if self.services else 0,
             },
+            "events": [{"time": t, "level": lv, "message": msg} for t, lv, msg in self.events.records],
         }
 
     # -- SIGHUP -------------------------------------------------------------

@@ -38,7 +38,10 @@ def test_status_release_takeover(lab: Any, tmp_path: Path) -> None:
     assert a["services"][0]["label"] == "eth0:1"
     assert b["partner"]["paths"]["192.0.2.100"]["last_beat_age"] < 2
     assert a["counters"]["beats-sent"] > 0 and b["counters"]["beats-received"] > 0
+    assert any("-> active" in e["message"] for e in a["events"]), a["events"]
+    assert all(e["level"] in ("info", "warning", "error") and e["time"] > 0 for e in a["events"])
     text = bed.ask("a", "status").stdout
+    assert "recent:" in text
     assert "ACTIVE since" in text and "partner:" in text and "192.0.2.11 on eth0:1" in text
     assert stat.S_IMODE(bed.socket_path("a").stat().st_mode) == 0o600
 
