@@ -252,7 +252,7 @@ class ServiceSet:
         for s in chosen:
             assert s.f.address is not None
             if s.frames is None:
-                log.warning("gratuitous ARP for %s not ready yet", s.ip)
+                log.info("gratuitous ARP for %s: frames not ready yet; sent once they are", s.ip)
                 continue
             try:
                 if s.garp is None:
