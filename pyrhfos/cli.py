@@ -27,21 +27,27 @@ EXIT_CONFIG = 2  # bad lvs.cf, or a file this host cannot run
 log = logging.getLogger("pulse")
 
 
+def add_configfile(p: argparse.ArgumentParser, verb: str) -> None:
+    p.add_argument(
+        "-c",
+        "--configfile",
+        metavar="FILE",
+        help=f"lvs.cf to {verb} (default: {{}}, then {{}})".format(*DEFAULT_CONFIGS),
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pulse",
         description="Heartbeat and failover daemon for a primary/backup pair (drop-in for Piranha's pulse).",
+        epilog="Commands for a running pulse: pulse status|takeover|release|reload [--socket PATH]; "
+        "copy lvs.cf to the partner: pulse sync (see pulse sync --help).",
         add_help=False,
     )
     p.add_argument("-?", "-h", "--help", action="help", help="show this help and exit")
     p.add_argument("--usage", action="store_true", help="show a one-line usage and exit")
     p.add_argument("--version", action="version", version=f"pulse (pyrhfos) {__version__}")
-    p.add_argument(
-        "-c",
-        "--configfile",
-        metavar="FILE",
-        help="lvs.cf to use (default: {}, then {})".format(*DEFAULT_CONFIGS),
-    )
+    add_configfile(p, "use")
     p.add_argument(
         "--check",
         action="store_true",
@@ -219,12 +225,7 @@ def sync_parser() -> argparse.ArgumentParser:
         "name, rename it into place, then reload pulse on both nodes. Refused when the file does not "
         "pass pulse --check, or when the partner's copy has a higher serial_no (see --force).",
     )
-    p.add_argument(
-        "-c",
-        "--configfile",
-        metavar="FILE",
-        help="lvs.cf to copy (default: {}, then {})".format(*DEFAULT_CONFIGS),
-    )
+    add_configfile(p, "copy")
     p.add_argument("--to", metavar="HOST", help="partner address (default: the partner's address in FILE)")
     p.add_argument("--user", default="root", help="remote user (default root)")
     p.add_argument("--remote-file", metavar="PATH", help="lvs.cf path on the partner (default: same as FILE)")

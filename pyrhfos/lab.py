@@ -301,6 +301,18 @@ class Node:
         self.run("sysctl", "-qw", f"{key}={value}")
 
 
+def stop_process(proc: subprocess.Popen[Any], grace: float = 5.0) -> None:
+    """End one process this run started: SIGTERM, then SIGKILL after ``grace`` seconds."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(grace)
+
+
 class Lab:
     """A set of namespaces joined by bridges; a context manager that always tears everything down."""
 

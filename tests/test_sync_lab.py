@@ -19,6 +19,7 @@ import pytest
 
 from pyrhfos.config import load, write
 from pyrhfos.config.model import RshCommand
+from pyrhfos.lab import stop_process
 from pyrhfos.testbed import Testbed, wait_until
 
 pytestmark = pytest.mark.lab
@@ -73,12 +74,7 @@ def sshd_on_b(lab: Any, tmp_path: Path) -> Iterator[tuple[Testbed, list[str]]]:
         ]
         yield bed, options
     finally:
-        sshd.terminate()
-        try:
-            sshd.wait(10)
-        except subprocess.TimeoutExpired:
-            sshd.kill()
-            sshd.wait(10)
+        stop_process(sshd)
         log.close()
         if made:
             shutil.rmtree(privsep, ignore_errors=True)

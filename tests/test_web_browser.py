@@ -113,13 +113,8 @@ def gui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gui]:
             finally:
                 browser.close()
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        if proc is not None:
+            labmod.stop_process(proc)
         lab.teardown()
 
 
