@@ -23,6 +23,7 @@ DEFAULT_PASSWD_FILE = "/etc/sysconfig/ha/conf/piranha.passwd"
 USER = "piranha"
 # scrypt cost: n=2**14, r=8 takes about 50 ms and 16 MiB; slow enough against guessing, fast for a login.
 N, R, P = 2**14, 8, 1
+MAX_MEMORY = 64 * 1024 * 1024  # scrypt's memory for one login, at most
 SALT_BYTES = 16
 HASH_BYTES = 32
 MIN_LENGTH = 8
@@ -41,7 +42,7 @@ def hash_password(password: str, *, n: int = N, r: int = R, p: int = P) -> str:
 
 def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
     return hashlib.scrypt(
-        password.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=256 * 1024 * 1024, dklen=HASH_BYTES
+        password.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=2 * MAX_MEMORY, dklen=HASH_BYTES
     )
 
 
@@ -52,14 +53,19 @@ def verify_hash(stored: str, password: str) -> bool:
         if scheme != "scrypt":
             return False
         n_, r_, p_ = int(n), int(r), int(p)
-        if not (2 <= n_ <= 2**20 and 1 <= r_ <= 32 and 1 <= p_ <= 16):
-            return False  # refuse parameters that would make one login cost minutes or gigabytes
         salt, digest = bytes.fromhex(salt_hex), bytes.fromhex(digest_hex)
     except ValueError:
         return False
-    if len(password) > MAX_LENGTH:
+    # A damaged or hostile file must neither crash a login nor make it cost seconds or gigabytes:
+    # scrypt needs n a power of two and 128*r*n bytes; allow at most 4x the default work.
+    if not (2 <= n_ and n_ & (n_ - 1) == 0 and 1 <= r_ <= 32 and 1 <= p_ <= 16):
         return False
-    return hmac.compare_digest(_scrypt(password, salt, n_, r_, p_), digest)
+    if 128 * r_ * n_ > MAX_MEMORY or n_ * r_ * p_ > 4 * N * R * P or len(password) > MAX_LENGTH:
+        return False
+    try:
+        return hmac.compare_digest(_scrypt(password, salt, n_, r_, p_), digest)
+    except (ValueError, MemoryError):
+        return False
 
 
 def read_hash(path: str | os.PathLike[str]) -> str | None:

@@ -286,8 +286,12 @@ class ServiceSet:
 
     async def probe_all(self) -> list[tuple[Service, ProbeResult]]:
         """Probe every service once through its VIP, concurrently."""
-        from .probe import probe
+        from .probe import ProbeResult, probe
 
         chosen = list(self)
-        results = await asyncio.gather(*(probe(s.f, str(s.ip)) for s in chosen))
-        return list(zip(chosen, results, strict=True))
+        # A bug in one probe must not stop the others from being watched: it is that probe's failure.
+        results = await asyncio.gather(*(probe(s.f, str(s.ip)) for s in chosen), return_exceptions=True)
+        return [
+            (s, r if isinstance(r, ProbeResult) else ProbeResult(False, f"probe error: {r!r}", 0.0))
+            for s, r in zip(chosen, results, strict=True)
+        ]

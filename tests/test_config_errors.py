@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -370,3 +371,16 @@ def test_near_miss_with_punctuation():
     assert errors(edit("    port = 80", '    port = 80\n    send-program = "x"')) == [
         "11:5: unknown key 'send-program' in a failover block; did you mean 'send_program'?"
     ]
+
+
+def test_seconds_have_an_upper_bound():
+    """A day at most: a lease of ceil(deadtime) s must stay below the kernel's "forever" lifetime."""
+    from pyrhfos.config import ConfigError, loads, write
+    from pyrhfos.config import load as load_file
+
+    text = write(load_file(Path(__file__).resolve().parent.parent / "etc" / "lvs.cf.example")[0])
+    for key in ("deadtime", "keepalive"):
+        lines = text.split("\n")
+        bad = "\n".join(f"{key} = 4294967295" if ln.startswith(f"{key} =") else ln for ln in lines)
+        with pytest.raises(ConfigError, match="too large"):
+            loads(bad)

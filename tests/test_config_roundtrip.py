@@ -107,7 +107,7 @@ def values(vtype) -> st.SearchStrategy:
     if isinstance(vtype, Int):
         return st.integers(vtype.lo, vtype.hi if vtype.hi is not None else 2**31)
     if isinstance(vtype, Seconds):
-        return st.floats(max(vtype.minimum, 0.001), 1e6, allow_nan=False, allow_infinity=False)
+        return st.floats(max(vtype.minimum, 0.001), vtype.MAXIMUM, allow_nan=False, allow_infinity=False)
     if isinstance(vtype, Netmask):
         return st.integers(0, 32).map(lambda n: IPv4Network(f"0.0.0.0/{n}").netmask)
     if isinstance(vtype, IPv4):
@@ -121,7 +121,8 @@ def values(vtype) -> st.SearchStrategy:
     if isinstance(vtype, Word):
         return devices
     if isinstance(vtype, Str):
-        return st.text(max_size=min(vtype.max_len or 60, 60))
+        alphabet = st.characters(max_codepoint=0xFF) if vtype.latin1 else st.characters()
+        return st.text(alphabet, max_size=min(vtype.max_len or 60, 60))
     raise AssertionError(vtype)
 
 
@@ -186,6 +187,7 @@ def configs(draw) -> Config:
         kw["backup"] = draw(others)
     elif kw["backup"] == kw["primary"]:
         kw["backup"] = IPv4Address(0)
+    kw["keepalive"] = min(kw["keepalive"], Seconds.MAXIMUM / 9.5)
     kw["deadtime"] = kw["keepalive"] * draw(st.sampled_from([1.5, 2, 3, 9.5]))
     block_names = draw(st.lists(names, min_size=1, max_size=4, unique=True))
     if kw["service"] is ServiceKind.FOS:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import html
 import os
 import re
@@ -304,8 +305,9 @@ def test_bad_port_shows_error_and_writes_nothing(env: dict[str, Any]) -> None:
     [
         ("start_cmd", "/bin/true\nfailover evil {"),
         ("stop_cmd", 'x"\nprimary = 6.6.6.6'),
-        ("expect", "}"),
-        ("send", "a{b"),
+        ("start_cmd", "/bin/true\u2028primary = 6.6.6.6"),  # a line break for splitlines()
+        ("stop_cmd", "a\x85b"),  # NEL
+        ("expect", "ok\u200b"),  # zero-width space: text the admin cannot see
         ("name", "evil {"),
         ("start_cmd", "run\rthis"),
         ("stop_cmd", "nul\x00byte"),
@@ -467,3 +469,105 @@ def test_backup_name_gets_a_counter_when_taken(tmp_path: Path) -> None:
     first.write_text("x")
     second = edits.backup_name(path, now)
     assert second.name == "lvs.cf.20260102-030405.1"
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [("expect", '{"status": "ok"}'), ("send", "a{b}"), ("start_cmd", '/usr/bin/logger "web1 up"')],
+)
+def test_quotes_and_braces_in_free_text_stay_inside_the_quotes(
+    env: dict[str, Any], field: str, value: str
+) -> None:
+    """Quoted and escaped by the writer, they are characters, not structure: saved, and read back."""
+    client, cfg = env["client"], env["cfg"]
+    login(client)
+    resp = post_form(client, "/piranha/failover/new", failover_form(**{field: value}))
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    page = client.get(resp.headers["Location"]).get_data(as_text=True)
+    token = resp.headers["Location"].rsplit("/", 1)[1]
+    base = re.search(r'name="base_sha256" value="([0-9a-f]+)"', page).group(1)  # type: ignore[union-attr]
+    done = post_form(client, f"/piranha/confirm/{token}", {"save": "1", "base_sha256": base})
+    assert done.status_code == 200
+    new, _ = load(cfg)
+    assert [f.name for f in new.failovers] == ["web1", "db1"]
+    assert getattr(new.failovers[1], field) == value
+    # ... and the form shows it again, editable (no refusal of its own value).
+    again = post_form(client, "/piranha/failover/db1/edit", failover_form(name="db1", **{field: value}))
+    assert again.status_code == 302
+
+
+def test_logout_ends_the_session_for_a_copied_cookie(env: dict[str, Any]) -> None:
+    client = env["client"]
+    login(client)
+    assert client.get("/piranha/control").status_code == 200
+    stolen = client.get_cookie("piranha_session", path="/piranha")
+    assert stolen is not None
+    token = csrf_of(client.get("/piranha/control").get_data(as_text=True))
+    assert client.post("/piranha/logout", data={"csrf_token": token}).status_code == 302
+    client.set_cookie("piranha_session", stolen.value, path="/piranha")  # replayed after logout
+    assert client.get("/piranha/control").status_code == 302
+
+
+def test_session_idle_and_absolute_limits() -> None:
+    now = [0.0]
+    sessions = webapp.Sessions(clock=lambda: now[0], idle=60, absolute=300)
+    sid = sessions.start()
+    for _ in range(5):
+        now[0] += 50
+        assert sessions.touch(sid)  # in use: alive
+    now[0] += 61
+    assert not sessions.touch(sid)  # idle too long
+    sid = sessions.start()
+    while now[0] < 700:
+        now[0] += 50
+        if not sessions.touch(sid):
+            break
+    assert now[0] - 361 <= 300  # never past the absolute limit
+    sessions.end(sid)
+    assert not sessions.touch(sid)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        "scrypt$3$8$1$00$00",  # n not a power of two: hashlib would raise
+        f"scrypt${2**20}$32$1$00$00",  # 4 GiB
+        f"scrypt${2**16}$8$16$00$00",  # 64x the work
+        "scrypt$x$8$1$00$00",
+        "md5$1$2$3$4$5",
+        "",
+    ],
+)
+def test_damaged_passwd_file_refuses_login_cleanly(tmp_path: Path, record: str) -> None:
+    assert passwd.verify_hash(record, "anything") is False
+
+
+def test_throttle_counts_before_checking_and_keys_ipv6_by_64() -> None:
+    t = webapp.Throttle(clock=lambda: 0.0, free=2)
+    assert t.key("2001:db8::1") == t.key("2001:db8::ffff") != t.key("2001:db8:0:1::1")
+    t.failure("2001:db8::1")
+    t.failure("2001:db8::2")
+    assert t.wait("2001:db8::3") > 0  # the same /64
+    assert t.wait("192.0.2.7") == 0
+
+
+def test_probe_strings_outside_latin1_are_refused_by_the_reader() -> None:
+    """Probes send bytes: a character above U+00FF would stop the probe, not fail the check."""
+    from pyrhfos.config import ConfigError
+
+    text = write(load(EXAMPLE)[0]).replace('send = "', 'send = "\u20ac', 1)
+    with pytest.raises(ConfigError, match="U\\+20AC is not a byte"):
+        loads(text)
+
+
+def test_save_through_a_symlink_edits_the_real_file(env: dict[str, Any]) -> None:
+    cfg: Path = env["cfg"]
+    real = cfg.with_name("real-lvs.cf")
+    cfg.rename(real)
+    cfg.symlink_to(real.name)
+    current = edits.read_current(cfg)
+    assert current.cfg is not None
+    proposal = edits.propose(current, dataclasses.replace(current.cfg, keepalive=3), "test")
+    edits.save(cfg, proposal)
+    assert cfg.is_symlink() and cfg.resolve() == real.resolve()
+    assert load(real)[0].keepalive == 3

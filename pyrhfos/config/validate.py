@@ -73,7 +73,7 @@ def escape(text: str) -> str:
             out.append("\\r")
         elif ch == "\t":
             out.append("\\t")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+        elif ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F:  # C0, DEL, C1 (U+0085 ends a line for some)
             out.append(f"\\x{ord(ch):02x}")
         else:
             out.append(ch)
@@ -140,6 +140,10 @@ class Bool(VType):
 class Seconds(VType):
     """Seconds, decimals allowed (a pyrhfos extension: Piranha took whole seconds)."""
 
+    # A day: more is a typo, and a VIP lease of ceil(deadtime) s must fit the kernel's 32-bit lifetime
+    # without reaching its "forever" value.
+    MAXIMUM = 86400.0
+
     def __init__(self, minimum: float = 0.0, doc: str = "seconds") -> None:
         self.minimum, self.doc = minimum, doc
 
@@ -148,8 +152,8 @@ class Seconds(VType):
         if not re.fullmatch(r"[0-9]+(\.[0-9]*)?|\.[0-9]+", text):
             raise BadValue(f"'{text}' is not a number of seconds")
         x = float(text)
-        if not math.isfinite(x):
-            raise BadValue(f"'{text}' is too large")
+        if not math.isfinite(x) or x > self.MAXIMUM:
+            raise BadValue(f"{text} is too large (maximum {self.MAXIMUM:g})")
         if x <= 0 or x < self.minimum:
             raise BadValue(
                 f"{text} is too small (minimum {self.write(self.minimum) if self.minimum else 'above 0'})"
@@ -217,8 +221,9 @@ class DevAddr(VType):
 class Str(VType):
     doc = "string"
 
-    def __init__(self, max_len: int | None = None) -> None:
+    def __init__(self, max_len: int | None = None, latin1: bool = False) -> None:
         self.max_len = max_len
+        self.latin1 = latin1  # sent or matched as bytes: one byte per character
 
     def read(self, values: list[Value]) -> str:
         if len(values) > 1:
@@ -226,6 +231,12 @@ class Str(VType):
         text = _one(values)
         if self.max_len is not None and len(text) > self.max_len:
             raise BadValue(f"is {len(text)} characters long; at most {self.max_len} are allowed")
+        if self.latin1:
+            wide = next((c for c in text if ord(c) > 0xFF), None)
+            if wide is not None:
+                raise BadValue(
+                    f"U+{ord(wide):04X} is not a byte: probe strings are bytes; write each byte as \\xNN"
+                )
         return text
 
     def write(self, value: str) -> str:
@@ -291,7 +302,7 @@ class Key:
 
 _PORT = Int(1, 65535, "port 1-65535")
 _TIMEOUT = Seconds(doc="seconds > 0")
-_PROBE = Str(max_len=255)
+_PROBE = Str(max_len=255, latin1=True)
 
 # The order is the order the writer uses (Piranha's GUI order). Defaults live in model.py.
 KEYS: tuple[Key, ...] = (

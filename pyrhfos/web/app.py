@@ -13,6 +13,7 @@ import argparse
 import datetime
 import functools
 import hmac
+import ipaddress
 import os
 import secrets
 import subprocess
@@ -82,13 +83,23 @@ class Throttle:
         self._lock = threading.Lock()
         self._failures: OrderedDict[str, tuple[int, float]] = OrderedDict()  # addr -> (count, until)
 
+    @staticmethod
+    def key(addr: str) -> str:
+        """IPv6 clients by /64 (one host has a whole /64 to rotate through), IPv4 by address."""
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return addr
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else addr
+
     def wait(self, addr: str) -> float:
         """Seconds before ``addr`` may try again (0: now)."""
         with self._lock:
-            count, until = self._failures.get(addr, (0, 0.0))
+            count, until = self._failures.get(self.key(addr), (0, 0.0))
             return max(0.0, until - self.clock()) if count >= self.free else 0.0
 
     def failure(self, addr: str) -> None:
+        addr = self.key(addr)
         with self._lock:
             count = self._failures.pop(addr, (0, 0.0))[0] + 1
             delay = min(self.cap, self.base * 2 ** (count - self.free)) if count >= self.free else 0.0
@@ -98,7 +109,48 @@ class Throttle:
 
     def success(self, addr: str) -> None:
         with self._lock:
-            self._failures.pop(addr, None)
+            self._failures.pop(self.key(addr), None)
+
+
+class Sessions:
+    """Live logins, server-side: a cookie is worth something only while its id is here.
+
+    Logging out (or idling past ``idle``, or ``absolute`` after login) ends the id, so a copied
+    cookie dies with the session, not when the signed cookie would expire.
+    """
+
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, idle: float = 1800.0, absolute: float = 8 * 3600.0
+    ) -> None:
+        self.clock, self.idle, self.absolute = clock, idle, absolute
+        self._lock = threading.Lock()
+        self._live: dict[str, tuple[float, float]] = {}  # sid -> (logged in, last used)
+
+    def start(self) -> str:
+        sid = secrets.token_urlsafe(16)
+        now = self.clock()
+        with self._lock:
+            self._live = {k: v for k, v in self._live.items() if self._fresh(v, now)}
+            self._live[sid] = (now, now)
+        return sid
+
+    def _fresh(self, times: tuple[float, float], now: float) -> bool:
+        return now - times[1] <= self.idle and now - times[0] <= self.absolute
+
+    def touch(self, sid: str) -> bool:
+        """True and the session kept alive if ``sid`` is a live login; expired ones are dropped."""
+        now = self.clock()
+        with self._lock:
+            times = self._live.get(sid)
+            if times is None or not self._fresh(times, now):
+                self._live.pop(sid, None)
+                return False
+            self._live[sid] = (times[0], now)
+            return True
+
+    def end(self, sid: str | None) -> None:
+        with self._lock:
+            self._live.pop(sid or "", None)
 
 
 class Pending:
@@ -142,7 +194,9 @@ NAV = (
 )
 
 
-def create_app(settings: Settings, throttle: Throttle | None = None) -> Flask:
+def create_app(
+    settings: Settings, throttle: Throttle | None = None, sessions: Sessions | None = None
+) -> Flask:
     app = Flask(__name__, static_url_path=f"{PREFIX}/static")
     app.config.update(
         SECRET_KEY=os.urandom(32),  # per process: a restart logs everyone out, nothing to steal on disk
@@ -151,11 +205,13 @@ def create_app(settings: Settings, throttle: Throttle | None = None) -> Flask:
         SESSION_COOKIE_SAMESITE="Strict",
         SESSION_COOKIE_PATH=PREFIX,
         MAX_CONTENT_LENGTH=64 * 1024,
-        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the (browser-session) login
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the login, which Sessions bounds
     )
     app.extensions["piranha"] = {
         "settings": settings,
         "throttle": throttle or Throttle(),
+        "sessions": sessions or Sessions(),
+        "action_lock": threading.Lock(),
         "pending": Pending(),
         "save_lock": threading.Lock(),
     }
@@ -189,7 +245,10 @@ def create_app(settings: Settings, throttle: Throttle | None = None) -> Flask:
 def _when(stamp: float | None) -> str:
     if stamp is None:
         return "never"
-    t = datetime.datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        t = datetime.datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError, TypeError):
+        return "?"
     return f"{t} ({max(0.0, time.time() - stamp):.0f} s ago)"
 
 
@@ -204,7 +263,9 @@ def _settings() -> Settings:
 def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        if session.get("user") != passwd.USER or "sid" not in session:
+        live = session.get("user") == passwd.USER and _ext()["sessions"].touch(session.get("sid", ""))
+        if not live:
+            session.clear()
             return redirect(url_for("piranha.login"))
         return view(*args, **kwargs)
 
@@ -229,21 +290,24 @@ def login() -> Any:
         elif wait > 0:
             error, status = f"Too many failed logins: try again in {wait:.0f} s.", 429
         else:
+            # Counted as a failure before the (slow) check, so parallel guesses cannot slip past the limit.
+            throttle.failure(addr)
             user = request.form.get("username", "")
             ok = passwd.verify(s.passwd_file, request.form.get("password", ""))  # always: same timing
             if ok and hmac.compare_digest(user.encode(), passwd.USER.encode()):
                 throttle.success(addr)
+                _ext()["sessions"].end(session.get("sid"))
                 session.clear()
                 session["user"] = passwd.USER
-                session["sid"] = secrets.token_urlsafe(16)
+                session["sid"] = _ext()["sessions"].start()
                 return redirect(url_for("piranha.control"))
-            throttle.failure(addr)
             error, status = "Wrong user name or password.", 403
     return render_template("login.html", title="Login", is_set=is_set, error=error), status
 
 
 @bp.route("/logout", methods=["POST"])
 def logout() -> Any:
+    _ext()["sessions"].end(session.get("sid"))
     session.clear()
     return redirect(url_for("piranha.login"))
 
@@ -262,7 +326,8 @@ def _status(sock: str) -> tuple[dict[str, Any] | None, str | None]:
     if not reply.get("ok", False):
         return None, f"pulse answered with an error: {reply.get('error', 'unknown')}"
     status = reply.get("status")
-    if not isinstance(status, dict) or not isinstance(status.get("node"), dict):
+    shape = {"node": dict, "partner": dict, "services": list, "counters": dict}
+    if not isinstance(status, dict) or any(not isinstance(status.get(k), t) for k, t in shape.items()):
         return None, "pulse answered, but not with a status this page understands"
     return status, None
 
@@ -333,7 +398,14 @@ def _render_control(result: dict[str, Any] | None) -> Any:
 def control_action(action: str) -> Any:
     if action not in ACTIONS:
         abort(404)
-    return _render_control(run_action(_settings(), action))
+    lock: threading.Lock = _ext()["action_lock"]
+    if not lock.acquire(blocking=False):  # a hanging init script must not take every server thread
+        busy = {"action": action, "argv": "", "rc": "not run", "output": "another action is still running"}
+        return _render_control(busy), 409
+    try:
+        return _render_control(run_action(_settings(), action))
+    finally:
+        lock.release()
 
 
 # ------------------------------------------------------------------ edit pages

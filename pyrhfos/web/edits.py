@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import stat
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -28,7 +29,9 @@ from ..config.model import Config, DeviceAddress, Failover
 from ..config.validate import BY_SECTION, BadValue, escape, unescape
 from ..fileutil import atomic_write
 
-FORBIDDEN = set('\n\r{}"\x00')
+FORBIDDEN = set('\n\r{}"\x00')  # in fields that are not quoted free text (names, addresses, numbers)
+# Characters that end a line for some reader (Python's splitlines, editors) or hide text: never in a field.
+HIDDEN = ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")
 MAX_FIELD = 1024
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
@@ -41,18 +44,23 @@ class FieldErrors(Exception):
         self.errors = errors
 
 
-def check_text(text: str) -> str | None:
-    """Why a raw form value is refused, or None. Applied to every field before anything else."""
+def check_text(text: str, free_text: bool = False) -> str | None:
+    """Why a raw form value is refused, or None. Applied to every field before anything else.
+
+    ``free_text``: a value the writer puts in double quotes and escapes (send, expect, commands),
+    where quotes and braces are just characters; line breaks and control characters never pass.
+    """
     if len(text) > MAX_FIELD:
         return f"at most {MAX_FIELD} characters"
-    bad = sorted(FORBIDDEN & set(text))
+    bad = sorted(set("\n\r\x00" if free_text else FORBIDDEN) & set(text))
     if bad:
         shown = ", ".join(
             {"\n": "newline", "\r": "carriage return", "\x00": "NUL"}.get(c, repr(c)) for c in bad
         )
         return f"must not contain {shown}"
-    if any(ord(c) < 0x20 or c == "\x7f" for c in text):
-        return "must not contain control characters"
+    hidden = next((c for c in text if unicodedata.category(c) in HIDDEN), None)
+    if hidden is not None:
+        return f"must not contain control, format or line-separator characters (U+{ord(hidden):04X})"
     return None
 
 
@@ -75,9 +83,9 @@ class Form:
         self.data = data
         self.errors: dict[str, str] = {}
 
-    def raw(self, name: str) -> str:
+    def raw(self, name: str, free_text: bool = False) -> str:
         text = self.data.get(name, "")
-        why = check_text(text)
+        why = check_text(text, free_text)
         if why:
             self.errors[name] = why
             return ""
@@ -99,7 +107,7 @@ class Form:
 
     def string(self, name: str, optional: bool = True, escapes: bool = False) -> str | None:
         """Free text (quoted by the writer). ``escapes``: C escapes (\\r\\n) as in lvs.cf are decoded."""
-        text = self.raw(name)
+        text = self.raw(name, free_text=True)
         if name in self.errors:
             return None
         if not text:
@@ -300,6 +308,7 @@ class Current:
     cfg: Config | None
     errors: list[Diagnostic] = field(default_factory=list)
     missing: bool = False
+    encoding: str = "utf-8"  # an old latin-1 file is written back in latin-1
 
 
 def read_current(path: Path) -> Current:
@@ -311,14 +320,14 @@ def read_current(path: Path) -> Current:
         return Current(path, "", "", None, [Diagnostic(str(path), 0, 0, f"cannot read file: {e.strerror}")])
     sha = hashlib.sha256(data).hexdigest()
     try:
-        text = data.decode("utf-8")
+        text, encoding = data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
-        text = data.decode("latin-1")
+        text, encoding = data.decode("latin-1"), "latin-1"
     try:
         cfg, _ = loads(text, str(path))
     except ConfigError as e:
-        return Current(path, text, sha, None, e.diagnostics)
-    return Current(path, text, sha, cfg)
+        return Current(path, text, sha, None, e.diagnostics, encoding=encoding)
+    return Current(path, text, sha, cfg, encoding=encoding)
 
 
 @dataclass
@@ -330,6 +339,7 @@ class Proposal:
     warnings: list[str]
     base_sha256: str
     summary: str
+    encoding: str = "utf-8"
 
 
 def propose(
@@ -348,14 +358,27 @@ def propose(
         raise FieldErrors(map_diagnostics(text, e.diagnostics, fields, block)) from None
     diff = list(
         difflib.unified_diff(
-            current.text.splitlines(),
-            text.splitlines(),
+            # "\n" only, as the reader counts lines: splitlines() would also break at U+2028 or U+0085.
+            current.text.rstrip("\n").split("\n"),
+            text.rstrip("\n").split("\n"),
             fromfile=f"{current.path} (now)",
             tofile=f"{current.path} (after saving)",
             lineterm="",
         )
     )
-    return Proposal(text, diff, [f"line {w.line}: {w.message}" for w in warnings], current.sha256, summary)
+    try:
+        text.encode(current.encoding)
+    except UnicodeEncodeError as e:
+        bad = text[e.start]
+        raise FieldErrors(
+            {"": f"{current.path} is a latin-1 file: {bad!r} cannot be written in it"}
+        ) from None
+    notes = [f"line {w.line}: {w.message}" for w in warnings]
+    comments = sum(1 for line in current.text.split("\n") if line.lstrip().startswith("#"))
+    if comments:
+        # The writer gives the canonical file: say so before the admin loses their notes.
+        notes.insert(0, f"the {comments} comment line(s) of the current file are not kept (see the backup)")
+    return Proposal(text, diff, notes, current.sha256, summary, current.encoding)
 
 
 def map_diagnostics(
@@ -365,7 +388,7 @@ def map_diagnostics(
 
     ``block``: the failover block the form edits (its keys map to the form's fields).
     """
-    lines = text.splitlines()
+    lines = text.split("\n")
     out: dict[str, str] = {}
 
     def add(name: str, message: str) -> None:
@@ -418,6 +441,7 @@ def save(path: Path, proposal: Proposal, now: datetime.datetime | None = None) -
 
     Refused (Conflict) when the file is no longer the one the proposal was made from.
     """
+    path = path.resolve()  # through a symlink: edit the real file, keep the link
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != proposal.base_sha256:
         raise Conflict(
@@ -427,5 +451,5 @@ def save(path: Path, proposal: Proposal, now: datetime.datetime | None = None) -
     mode, owner = stat.S_IMODE(st.st_mode), (st.st_uid, st.st_gid)
     backup = backup_name(path, now or datetime.datetime.now())
     atomic_write(backup, data, mode, owner)
-    atomic_write(path, proposal.text.encode("utf-8"), mode, owner)
+    atomic_write(path, proposal.text.encode(proposal.encoding), mode, owner)
     return backup
