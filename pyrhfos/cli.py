@@ -310,9 +310,11 @@ def run_daemon(args: argparse.Namespace, path: str) -> int:
         command_timeout=args.command_timeout,
         socket=args.socket or None,
     )
+    from .fileutil import atomic_write
+
     try:
-        with open(args.pidfile, "w") as fh:
-            fh.write(f"{os.getpid()}\n")
+        # Renamed into place: a reader (init script, a second pulse) never sees it empty.
+        atomic_write(args.pidfile, f"{os.getpid()}\n".encode(), 0o644)
     except OSError as e:
         log.error("cannot write pid file %s: %s", args.pidfile, e)
         return 1
