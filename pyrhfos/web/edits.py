@@ -91,13 +91,18 @@ class Form:
             return ""
         return text.strip()
 
-    def typed(self, name: str, section: str, key: str | None = None, optional: bool = False) -> Any:
-        text = self.raw(name)
+    def _given(self, name: str, optional: bool, free_text: bool = False) -> str | None:
+        """The field's text, or None when it is refused, or empty (an error unless optional)."""
+        text = self.raw(name, free_text)
         if name in self.errors:
             return None
-        if not text:
-            if not optional:
-                self.errors[name] = "required"
+        if not text and not optional:
+            self.errors[name] = "required"
+        return text or None
+
+    def typed(self, name: str, section: str, key: str | None = None, optional: bool = False) -> Any:
+        text = self._given(name, optional)
+        if text is None:
             return None
         try:
             return _read(section, key or name, text)
@@ -107,20 +112,14 @@ class Form:
 
     def string(self, name: str, optional: bool = True, escapes: bool = False) -> str | None:
         """Free text (quoted by the writer). ``escapes``: C escapes (\\r\\n) as in lvs.cf are decoded."""
-        text = self.raw(name, free_text=True)
-        if name in self.errors:
+        text = self._given(name, optional, free_text=True)
+        if text is None or not escapes:
+            return text
+        try:
+            return unescape(text)
+        except BadValue as e:
+            self.errors[name] = e.message
             return None
-        if not text:
-            if not optional:
-                self.errors[name] = "required"
-            return None
-        if escapes:
-            try:
-                text = unescape(text)
-            except BadValue as e:
-                self.errors[name] = e.message
-                return None
-        return text
 
     def flag(self, name: str) -> bool:
         return self.data.get(name) in ("1", "on", "yes")
