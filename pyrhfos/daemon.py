@@ -628,7 +628,7 @@ class Daemon:
                 {
                     "name": s.name,
                     "vip": str(s.ip),
-                    "label": s.f.address.label if s.f.address else None,
+                    "label": s.address.label,
                     "port": s.f.port,
                     "held": s.held,
                     "probe": {None: "unknown", True: "ok", False: "failed"}[s.probe_ok],

@@ -11,9 +11,10 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 from typing import TYPE_CHECKING
 
-from .config.model import Failover
+from .config.model import DeviceAddress, Failover
 
 if TYPE_CHECKING:
     from .arp import GarpSender
@@ -55,9 +56,13 @@ class Service:
         return self.f.name
 
     @property
-    def ip(self):  # noqa: ANN201 - IPv4Address; the address is mandatory for an active failover
-        assert self.f.address is not None
-        return self.f.address.ip
+    def address(self) -> DeviceAddress:
+        assert self.f.address is not None  # mandatory for an active failover (the reader checks)
+        return self.f.address
+
+    @property
+    def ip(self) -> IPv4Address:
+        return self.address.ip
 
     def reset_probe(self, now: float, grace: float = 0.0) -> None:
         """Forget past results: the holder changed, or the service was (re)started."""
@@ -119,13 +124,15 @@ class ServiceSet:
 
     def clear_stale(self) -> None:
         """A VIP left by a crashed pulse must not answer while the partner serves."""
+        for s in self._remove(list(self)):
+            log.warning("removed %s left on %s by an earlier run", s.ip, s.address.label)
+
+    def _remove(self, chosen: list[Service]) -> list[Service]:
+        """Take the chosen VIPs down in one netlink batch; the services whose VIP was there."""
         if self.vips is None:
-            return
-        chosen = list(self)
-        gone = self.vips.remove_all([(s.ip, s.f.address.label) for s in chosen])  # type: ignore[union-attr]
-        for s, was_there in zip(chosen, gone, strict=True):
-            if was_there:
-                log.warning("removed %s left on %s by an earlier run", s.ip, s.f.address.label)  # type: ignore[union-attr]
+            return []
+        gone = self.vips.remove_all([(s.ip, s.address.label) for s in chosen])
+        return [s for s, was_there in zip(chosen, gone, strict=True) if was_there]
 
     async def prepare_frames(self) -> None:
         """Build gratuitous ARP frames once per VIP (scapy runs in a short-lived child)."""
@@ -136,7 +143,7 @@ class ServiceSet:
         todo = [s for s in self if s.frames is None]
         if not todo:
             return
-        wanted = [(self.vips.interface_mac(s.f.address.interface), s.ip) for s in todo]  # type: ignore[union-attr]
+        wanted = [(self.vips.interface_mac(s.address.interface), s.ip) for s in todo]
         built = await build_frames_in_child_async(wanted)
         for s, key in zip(todo, wanted, strict=True):
             s.frames = built.get(key)
@@ -199,26 +206,22 @@ class ServiceSet:
             s.held = True
         if self.vips is None:
             for s in chosen:
-                log.info("test-start: would add %s on %s", s.ip, s.f.address.label)  # type: ignore[union-attr]
+                log.info("test-start: would add %s on %s", s.ip, s.address.label)
             return
-        wanted = [(s.ip, s.f.address.label, s.f.prefixlen) for s in chosen]  # type: ignore[union-attr]
+        wanted = [(s.ip, s.address.label, s.f.prefixlen) for s in chosen]
         done = self.vips.add_all(wanted, lease_seconds(self.deadtime))
         self.last_renew = self.now()
         for s, (ip, prefix, added) in zip(chosen, done, strict=True):
-            log.info("%s %s/%d on %s", "added" if added else "adopted", ip, prefix, s.f.address.label)  # type: ignore[union-attr]
+            log.info("%s %s/%d on %s", "added" if added else "adopted", ip, prefix, s.address.label)
 
     def vips_down(self, chosen: list[Service]) -> None:
         """All chosen VIPs down in one netlink batch."""
         for s in chosen:
             s.held = False
-        if self.vips is None:
-            for s in chosen:
-                log.info("test-start: would remove %s from %s", s.ip, s.f.address.label)  # type: ignore[union-attr]
-            return
-        gone = self.vips.remove_all([(s.ip, s.f.address.label) for s in chosen])  # type: ignore[union-attr]
-        for s, was_there in zip(chosen, gone, strict=True):
-            if was_there:
-                log.info("removed %s from %s", s.ip, s.f.address.label)  # type: ignore[union-attr]
+            if self.vips is None:
+                log.info("test-start: would remove %s from %s", s.ip, s.address.label)
+        for s in self._remove(chosen):
+            log.info("removed %s from %s", s.ip, s.address.label)
 
     def renew_leases(self) -> None:
         """Push held VIPs' kernel lifetimes ahead; re-add and re-announce one that vanished."""
@@ -229,14 +232,14 @@ class ServiceSet:
             return
         self.last_renew = self.now()
         held = {s.ip: s for s in self if s.held}
-        wanted = [(s.ip, s.f.address.label, s.f.prefixlen) for s in held.values()]  # type: ignore[union-attr]
+        wanted = [(s.ip, s.address.label, s.f.prefixlen) for s in held.values()]
         try:
             readded = self.vips.renew_all(wanted, lease)
         except (OSError, RuntimeError) as e:  # VipError is a RuntimeError; beats must go on regardless
             log.warning("renewing VIP leases failed: %s", e)
             return
         for ip in readded:
-            log.warning("%s had vanished from %s: added again", ip, held[ip].f.address.label)  # type: ignore[union-attr]
+            log.warning("%s had vanished from %s: added again", ip, held[ip].address.label)
             self.announce([held[ip]])
 
     def announce(self, services: Iterable[Service] | None = None) -> int:
@@ -244,19 +247,18 @@ class ServiceSet:
         chosen = [s for s in self if s.held] if services is None else list(services)
         if self.vips is None:
             for s in chosen:
-                log.info("test-start: would send gratuitous ARP for %s", s.f.address)
+                log.info("test-start: would send gratuitous ARP for %s", s.address)
             return 0
         from .arp import GarpSender
 
         sent = 0
         for s in chosen:
-            assert s.f.address is not None
             if s.frames is None:
                 log.info("gratuitous ARP for %s: frames not ready yet; sent once they are", s.ip)
                 continue
             try:
                 if s.garp is None:
-                    s.garp = GarpSender(s.f.address.interface, s.frames)
+                    s.garp = GarpSender(s.address.interface, s.frames)
                 sent += s.garp.send_once()
             except OSError as e:
                 log.warning("gratuitous ARP for %s failed: %s", s.ip, e)

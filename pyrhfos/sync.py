@@ -8,6 +8,7 @@ the one string the remote shell sees is built from shlex-quoted words.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
 import subprocess
@@ -132,13 +133,12 @@ def reload_remote(remote: Remote, pulse: str, socket: str) -> str:
     return res.stdout.strip()
 
 
-def main(args: object) -> int:
+def main(a: argparse.Namespace) -> int:
     """``pulse sync``: exit 0 copied and both reloaded, 1 a step failed, 2 the file has errors."""
     from .cli import EXIT_CONFIG, load_or_report
     from .config.summary import local_ipv4_addresses
     from .control import request
 
-    a = args  # argparse.Namespace from cli.sync_parser()
     cfg = load_or_report(a.configfile)
     if cfg is None:
         print("pulse sync: not copied: the file does not pass pulse --check", file=sys.stderr)

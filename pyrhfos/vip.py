@@ -245,21 +245,6 @@ class VipManager:
         return False
 
     @_in_netlink_thread
-    def renew(self, ip: IPv4Address, label: str, prefixlen: int | None, lifetime: int) -> bool:
-        """Push the VIP's lifetime ``lifetime`` seconds ahead (every keepalive while active).
-
-        Returns True when the address had vanished (expired, or removed by hand) and was added again,
-        so the caller knows to announce it with gratuitous ARP once more.
-        """
-        ip = IPv4Address(ip)
-        index = self._index(self._check_label(label))
-        existing = self._find(index, ip)
-        if existing is not None and existing.get_attr("IFA_LABEL") == label:
-            self._write("replace", index, ip, existing["prefixlen"], label, lifetime)
-            return False
-        return self.add(ip, label, prefixlen, lifetime) or existing is None
-
-    @_in_netlink_thread
     def add_all(
         self, vips: Sequence[tuple[IPv4Address, str, int | None]], lifetime: int | None
     ) -> list[tuple[IPv4Address, int, bool]]:

@@ -79,14 +79,14 @@ def test_lifetime_expires_and_renew_keeps_alive(node, vm):
     vm.add(other, "eth0:2", lifetime=2)
     start = time.monotonic()
     while time.monotonic() - start < 6 and vm.present(VIP):
-        assert vm.renew(other, "eth0:2", None, 2) is False
+        assert vm.renew_all([(other, "eth0:2", None)], 2) == []
         time.sleep(0.5)
     gone_after = time.monotonic() - start
     print(f"VIP with lifetime 2 s expired after {gone_after:.1f} s")
     assert not vm.present(VIP) and gone_after < 4.5
     assert vm.present(other)  # renewed every 0.5 s
     # renew of a vanished VIP puts it back and says so (the caller re-announces it)
-    assert vm.renew(VIP, "eth0:1", None, 5) is True
+    assert vm.renew_all([(VIP, "eth0:1", None)], 5) == [VIP]
     assert vips(node) == [("192.0.2.11", 24, "eth0:1")]
 
 
@@ -138,7 +138,7 @@ def test_usable_inside_a_running_event_loop(node):
         "async def main():\n"
         "    vm = VipManager()\n"
         "    added = vm.add(IPv4Address('192.0.2.11'), 'eth0:1', lifetime=10)\n"
-        "    renewed = vm.renew(IPv4Address('192.0.2.11'), 'eth0:1', None, 10)\n"
+        "    renewed = bool(vm.renew_all([(IPv4Address('192.0.2.11'), 'eth0:1', None)], 10))\n"
         "    removed = vm.remove(IPv4Address('192.0.2.11'), 'eth0:1')\n"
         "    vm.close()\n"
         "    print(added, renewed, removed)\n"
