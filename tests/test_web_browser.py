@@ -256,8 +256,15 @@ def test_init_script_start_status_stop(gui: Gui, tmp_path: Path) -> None:
     ]
     try:
         started = node.run(*env, "start", check=False, timeout=20)
-        assert started.returncode == 0, started.stdout + started.stderr
+        log = tmp_path / "gui.log"
+        why = started.stdout + started.stderr + (log.read_text() if log.exists() else "")
+        assert started.returncode == 0, why
         assert node.run(*env, "status", check=False).returncode == 0
+        # A second one on another pid file finds the port taken: it dies and start says so.
+        second = [f"PIDFILE={tmp_path / 'second.pid'}" if a.startswith("PIDFILE=") else a for a in env]
+        refused = node.run(*second, "start", check=False, timeout=20)
+        assert refused.returncode == 1 and "exited right after starting" in refused.stderr, refused
+        assert not (tmp_path / "second.pid").exists()
         fetch = "import urllib.request as u; print(u.urlopen('http://192.0.2.200:3636/piranha/login').read().decode())"
         page = wait_until(lambda: gui.bed.client.run_python(fetch, check=False).stdout, 10, 0.2)
         assert "No password has been set" in page  # no password file: nobody gets in
