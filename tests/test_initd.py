@@ -312,6 +312,8 @@ def test_defaults_file_is_sourced_and_environment_wins(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
-def test_shellcheck_clean() -> None:
-    res = subprocess.run(["shellcheck", "-s", "sh", str(SCRIPT)], capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize("script", ["init.d/pulse", "init.d/piranha-gui", "tools/host-deps.sh", ".ci/run"])
+def test_shellcheck_clean(script: str) -> None:
+    path = ROOT / script
+    res = subprocess.run(["shellcheck", "-s", "sh", str(path)], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stdout

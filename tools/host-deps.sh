@@ -7,6 +7,8 @@ command -v ip >/dev/null 2>&1 || need="$need iproute2"
 command -v ifconfig >/dev/null 2>&1 || need="$need net-tools"
 command -v nft >/dev/null 2>&1 || need="$need nftables"
 command -v make >/dev/null 2>&1 || need="$need make"
+# The init scripts and these tools are checked by shellcheck in the tests.
+command -v shellcheck >/dev/null 2>&1 || need="$need shellcheck"
 # The GUI tests drive Debian's Chromium through Playwright (never a downloaded browser).
 [ -x /usr/bin/chromium ] || need="$need chromium"
 if ! command -v python3 >/dev/null 2>&1; then
@@ -34,5 +36,6 @@ if [ -n "$need" ]; then
         trap 'rm -f "$policy"' EXIT
     fi
     apt-get update
+    # shellcheck disable=SC2086 # one word per package
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $need
 fi
