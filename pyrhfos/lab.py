@@ -488,7 +488,7 @@ def serve(port: int, text: str, host: str = "0.0.0.0", ready: bool = True) -> No
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind((host, port))
-    srv.listen(128)
+    srv.listen(1024)  # the 200-service bench connects 200 at once: none may wait for a SYN retry
 
     def handle(conn: socket.socket) -> None:
         with conn:
