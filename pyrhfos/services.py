@@ -251,10 +251,17 @@ class ServiceSet:
             return 0
         from .arp import GarpSender
 
+        waiting = [s for s in chosen if s.frames is None]
+        if waiting:  # one line, not one per VIP: at start with many services all of them wait
+            names = ", ".join(str(s.ip) for s in waiting[:5]) + (", ..." if len(waiting) > 5 else "")
+            log.info(
+                "gratuitous ARP for %d VIP(s) (%s): frames not ready yet; sent once they are",
+                len(waiting),
+                names,
+            )
         sent = 0
         for s in chosen:
             if s.frames is None:
-                log.info("gratuitous ARP for %s: frames not ready yet; sent once they are", s.ip)
                 continue
             try:
                 if s.garp is None:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from pyrhfos.config.model import Failover
+import logging
+from ipaddress import IPv4Address
+from typing import cast
+
+import pytest
+
+from pyrhfos.config.model import DeviceAddress, Failover
 from pyrhfos.probe import ProbeResult
-from pyrhfos.services import PROBE_FAILURES, Service, lease_seconds
+from pyrhfos.services import PROBE_FAILURES, Service, ServiceSet, lease_seconds
+from pyrhfos.vip import VipManager
 
 OK = ProbeResult(True, "ok", 0.001)
 BAD = ProbeResult(False, "connection refused", 0.001)
@@ -32,3 +39,23 @@ def test_lease_is_whole_seconds_at_least_one() -> None:
     assert lease_seconds(0.3) == 1
     assert lease_seconds(3.0) == 3
     assert lease_seconds(18.5) == 19
+
+
+def test_announce_before_frames_are_built_logs_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    """At start the VIPs are up before scapy has built their frames: one line, not one per VIP."""
+    failovers = [
+        Failover(f"svc{i}", address=DeviceAddress(IPv4Address(f"192.0.2.{20 + i}"), f"eth0:{i}"))
+        for i in range(1, 8)
+    ]
+    services = ServiceSet(
+        failovers, vips=cast(VipManager, object()), deadtime=3.0, command_timeout=5.0, now=lambda: 0.0
+    )
+    for s in services:
+        s.held = True
+    with caplog.at_level(logging.INFO, logger="pulse"):
+        assert services.announce() == 0
+    lines = [r.getMessage() for r in caplog.records if "not ready yet" in r.getMessage()]
+    assert lines == [
+        "gratuitous ARP for 7 VIP(s) (192.0.2.21, 192.0.2.22, 192.0.2.23, 192.0.2.24, 192.0.2.25, ...): "
+        "frames not ready yet; sent once they are"
+    ]
