@@ -6,6 +6,9 @@ import os
 import secrets
 from pathlib import Path
 
+# The previous lvs.cf is kept as FILE.<stamp> (GUI saves, pulse sync on the partner).
+BACKUP_STAMP = "%Y%m%d-%H%M%S"
+
 
 def atomic_write(
     path: str | os.PathLike[str], data: bytes, mode: int = 0o600, owner: tuple[int, int] | None = None

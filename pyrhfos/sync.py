@@ -9,6 +9,7 @@ the one string the remote shell sees is built from shlex-quoted words.
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import shlex
 import subprocess
@@ -20,6 +21,7 @@ from ipaddress import IPv4Address
 
 from .config import ConfigError, load
 from .config.model import Config, RshCommand
+from .fileutil import BACKUP_STAMP
 
 TIMEOUT = 60.0  # per scp/ssh call: a partner that hangs must not hang the administrator's shell
 
@@ -53,10 +55,14 @@ class Remote:
         tool = ["scp", "-q", "-p"] if self.kind is RshCommand.SSH else ["rcp", "-p"]
         return [*tool, *self._opts(), where(source), where(target)]
 
-    def shell_argv(self, words: Sequence[str]) -> list[str]:
-        """Run ``words`` on the partner; the remote shell gets them quoted, never interpreted."""
+    def shell_argv(self, words: Sequence[str] | str) -> list[str]:
+        """Run ``words`` on the partner; the remote shell gets them quoted, never interpreted.
+
+        A str is passed as it is: only for a command line built here from quoted words.
+        """
         tool = ["ssh"] if self.kind is RshCommand.SSH else ["rsh"]
-        return [*tool, *self._opts(), "-l", self.user, self.host, shlex.join(words)]
+        line = words if isinstance(words, str) else shlex.join(words)
+        return [*tool, *self._opts(), "-l", self.user, self.host, line]
 
 
 def partner_address(cfg: Config, local_addresses: Sequence[IPv4Address]) -> str:
@@ -88,19 +94,38 @@ def _run(argv: list[str], what: str, *, ok: tuple[int, ...] = (0,)) -> subproces
     return res
 
 
-def fetch_serial(remote: Remote, target: str) -> int | None:
-    """The serial_no of the partner's current file; None when it has none, no file, or a bad one."""
+@dataclass(frozen=True)
+class PartnerFile:
+    data: bytes
+    serial: int | None  # None: the file has no serial_no, or does not parse
+
+
+def fetch_partner_file(remote: Remote, target: str) -> PartnerFile | None:
+    """The partner's current file; None when it has none (or it cannot be read)."""
     with tempfile.TemporaryDirectory(prefix="pulse-sync-") as tmp:
         copy = os.path.join(tmp, "lvs.cf")
         try:
             _run(remote.copy_argv(f":{target}", copy), "reading the partner's lvs.cf")
         except SyncError:
             return None  # no file there yet: nothing to lose
+        with open(copy, "rb") as f:
+            data = f.read()
         try:
             cfg, _ = load(copy)
         except ConfigError:
-            return None
-        return cfg.serial_no
+            return PartnerFile(data, None)
+        return PartnerFile(data, cfg.serial_no)
+
+
+def replace_command(staging: str, target: str, backup: str) -> str:
+    """The partner's shell line: keep its file (if any) as ``backup`` (``.1``, ``.2``... if taken) and
+    print that name, then rename ``staging`` over the file.
+
+    Built from shlex-quoted words only; the rename is the last step, so a failed copy replaces nothing.
+    """
+    t, b, q = shlex.quote(target), shlex.quote(backup), shlex.quote
+    keep = f'b={b}; n=0; while [ -e "$b" ]; do n=$((n + 1)); b={b}.$n; done; cp -p -- {t} "$b" && echo "$b"'
+    return f"if [ -e {t} ]; then {keep}; fi && mv -f -- {q(staging)} {t}"
 
 
 def sync(
@@ -110,19 +135,35 @@ def sync(
     *,
     force: bool = False,
     say: Callable[[str], None] = print,
+    now: datetime.datetime | None = None,
 ) -> None:
-    """Copy ``cfg.path`` to ``target`` on the partner and rename it into place."""
-    theirs = fetch_serial(remote, target)
+    """Copy ``cfg.path`` to ``target`` on the partner and rename it into place.
+
+    The partner's previous file is kept beside it as ``TARGET.YYYYmmdd-HHMMSS`` (the GUI's backup
+    name): a file that differs but does not carry a higher serial_no may still hold hand edits.
+    """
+    with open(cfg.path, "rb") as f:
+        ours_data = f.read()
+    theirs = fetch_partner_file(remote, target)
     ours = cfg.serial_no or 0
-    if theirs is not None and theirs > ours and not force:
+    if theirs is not None and theirs.serial is not None and theirs.serial > ours and not force:
         raise SyncError(
-            f"the partner's {target} has serial_no {theirs}, newer than this file's {ours}: it may hold "
-            "changes this one lacks; copy it here instead, or use --force to overwrite it"
+            f"the partner's {target} has serial_no {theirs.serial}, newer than this file's {ours}: it may "
+            "hold changes this one lacks; copy it here instead, or use --force to overwrite it"
         )
+    where = f"{remote.user}@{remote.host}:{target}"
+    if theirs is not None and theirs.data == ours_data:
+        say(f"{where} is already identical to {cfg.path} (serial {ours}): nothing copied")
+        return
     staging = f"{target}.pulse-sync"
+    backup = f"{target}.{(now or datetime.datetime.now()).strftime(BACKUP_STAMP)}"
     _run(remote.copy_argv(cfg.path, f":{staging}"), f"copying to {remote.host}")
-    _run(remote.shell_argv(["mv", "-f", "--", staging, target]), f"renaming into place on {remote.host}")
-    say(f"copied {cfg.path} (serial {ours}) to {remote.user}@{remote.host}:{target}")
+    res = _run(
+        remote.shell_argv(replace_command(staging, target, backup)), f"renaming into place on {remote.host}"
+    )
+    say(f"copied {cfg.path} (serial {ours}) to {where}")
+    if kept := res.stdout.strip():
+        say(f"the partner's previous file is kept as {kept}")
 
 
 def reload_remote(remote: Remote, pulse: str, socket: str) -> str:

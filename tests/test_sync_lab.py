@@ -34,6 +34,10 @@ def status(bed: Testbed, name: str) -> dict[str, Any]:
     return json.loads(res.stdout)
 
 
+def backups(cf: Path) -> list[Path]:
+    return sorted(p for p in cf.parent.glob(f"{cf.name}.2*") if p.is_file())
+
+
 def keygen(path: Path) -> str:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True, timeout=30)
     return path.with_suffix(".pub").read_text().strip()
@@ -113,12 +117,19 @@ def test_sync_over_real_ssh(sshd_on_b: tuple[Testbed, list[str]]) -> None:
         assert wait_until(lambda n=name: status(bed, n)["partner"]["config_match"] is False, 10), name
     assert "DIFFERENT lvs.cf" in bed.ask("b", "status").stdout
 
+    before = b_cf.read_bytes()
     done = sync()
     assert done.returncode == 0, done.stdout + done.stderr
     assert "partner: reloaded" in done.stdout and "this node: reloaded" in done.stdout, done.stdout
     assert b_cf.read_bytes() == a_cf.read_bytes()
     assert (b_cf.stat().st_mode & 0o777) == 0o640  # scp -p: the mode travels with the file
     assert not Path(f"{b_cf}.pulse-sync").exists()
+    # The partner's previous file is kept beside it, as the GUI keeps its own.
+    (backup,) = backups(b_cf)
+    assert backup.read_bytes() == before and f"kept as {backup}" in done.stdout, done.stdout
+    again = sync("--no-reload")
+    assert again.returncode == 0 and "already identical" in again.stdout, again.stdout + again.stderr
+    assert backups(b_cf) == [backup], "nothing copied, nothing to keep"
     for name in ("a", "b"):
         assert wait_until(lambda n=name: status(bed, n)["partner"]["config_match"] is True, 10), name
     assert status(bed, "b")["node"]["serial"] == 7
@@ -133,6 +144,7 @@ def test_sync_over_real_ssh(sshd_on_b: tuple[Testbed, list[str]]) -> None:
     forced = sync("--no-reload", "--force")
     assert forced.returncode == 0, forced.stderr
     assert b_cf.read_bytes() == a_cf.read_bytes()
+    assert newer in [b.read_text() for b in backups(b_cf)], "the overwritten serial 9 file is kept"
 
     # A file that fails pulse --check is not copied at all.
     good = a_cf.read_text()

@@ -27,7 +27,7 @@ from ..config import ConfigError, Diagnostic, loads, write
 from ..config.grammar import Value
 from ..config.model import Config, DeviceAddress, Failover
 from ..config.validate import BY_SECTION, BadValue, escape, unescape
-from ..fileutil import atomic_write
+from ..fileutil import BACKUP_STAMP, atomic_write
 
 FORBIDDEN = set('\n\r{}"\x00')  # in fields that are not quoted free text (names, addresses, numbers)
 # Characters that end a line for some reader (Python's splitlines, editors) or hide text: never in a field.
@@ -427,7 +427,7 @@ class Conflict(Exception):
 
 
 def backup_name(path: Path, now: datetime.datetime, exists: Callable[[Path], bool] = os.path.exists) -> Path:
-    stem = path.with_name(f"{path.name}.{now:%Y%m%d-%H%M%S}")
+    stem = path.with_name(f"{path.name}.{now.strftime(BACKUP_STAMP)}")
     candidate, n = stem, 0
     while exists(candidate):
         n += 1
