@@ -62,7 +62,11 @@ async def probe_tcp(
     loop = asyncio.get_running_loop()
     connected = False
     answer = b""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    try:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    except OSError as e:  # out of file descriptors, say: a failed probe, not an exception
+        return done(False, e.strerror or str(e))
+    with sock:
         sock.setblocking(False)
         try:
             async with asyncio.timeout(timeout):

@@ -55,14 +55,10 @@ class Remote:
         tool = ["scp", "-q", "-p"] if self.kind is RshCommand.SSH else ["rcp", "-p"]
         return [*tool, *self._opts(), where(source), where(target)]
 
-    def shell_argv(self, words: Sequence[str] | str) -> list[str]:
-        """Run ``words`` on the partner; the remote shell gets them quoted, never interpreted.
-
-        A str is passed as it is: only for a command line built here from quoted words.
-        """
+    def shell_argv(self, words: Sequence[str]) -> list[str]:
+        """Run ``words`` on the partner; the remote shell gets them quoted, never interpreted."""
         tool = ["ssh"] if self.kind is RshCommand.SSH else ["rsh"]
-        line = words if isinstance(words, str) else shlex.join(words)
-        return [*tool, *self._opts(), "-l", self.user, self.host, line]
+        return [*tool, *self._opts(), "-l", self.user, self.host, shlex.join(words)]
 
 
 def partner_address(cfg: Config, local_addresses: Sequence[IPv4Address]) -> str:
@@ -101,13 +97,16 @@ class PartnerFile:
 
 
 def fetch_partner_file(remote: Remote, target: str) -> PartnerFile | None:
-    """The partner's current file; None when it has none (or it cannot be read)."""
+    """The partner's current file; None when it has none. Any other failure is a SyncError:
+    a file that exists but cannot be read must not pass for "nothing to lose"."""
     with tempfile.TemporaryDirectory(prefix="pulse-sync-") as tmp:
         copy = os.path.join(tmp, "lvs.cf")
         try:
             _run(remote.copy_argv(f":{target}", copy), "reading the partner's lvs.cf")
-        except SyncError:
-            return None  # no file there yet: nothing to lose
+        except SyncError as e:
+            if "No such file" in str(e):  # scp and rcp both say so (strerror of ENOENT)
+                return None
+            raise
         with open(copy, "rb") as f:
             data = f.read()
         try:
@@ -117,15 +116,24 @@ def fetch_partner_file(remote: Remote, target: str) -> PartnerFile | None:
         return PartnerFile(data, cfg.serial_no)
 
 
-def replace_command(staging: str, target: str, backup: str) -> str:
-    """The partner's shell line: keep its file (if any) as ``backup`` (``.1``, ``.2``... if taken) and
-    print that name, then rename ``staging`` over the file.
+DONE = "pulse-sync: replaced"  # printed last by the partner's line: rsh reports no exit status
 
-    Built from shlex-quoted words only; the rename is the last step, so a failed copy replaces nothing.
+
+def replace_command(staging: str, target: str, backup: str) -> list[str]:
+    """The partner's command: keep its file (if any) as ``backup`` (``.1``, ``.2``... if taken) and
+    print "kept NAME", rename ``staging`` over the file, print DONE.
+
+    A failed copy of the old file replaces nothing and removes the staging file. The line is
+    built from shlex-quoted words only and run by ``sh -c``: the login shell (csh, say) then
+    reads one quoted word, not sh syntax.
     """
-    t, b, q = shlex.quote(target), shlex.quote(backup), shlex.quote
-    keep = f'b={b}; n=0; while [ -e "$b" ]; do n=$((n + 1)); b={b}.$n; done; cp -p -- {t} "$b" && echo "$b"'
-    return f"if [ -e {t} ]; then {keep}; fi && mv -f -- {q(staging)} {t}"
+    t, b, s = shlex.quote(target), shlex.quote(backup), shlex.quote(staging)
+    keep = (
+        f'b={b}; n=0; while [ -e "$b" ]; do n=$((n + 1)); b={b}.$n; done; '
+        f'cp -p -- {t} "$b" || {{ rm -f -- {s}; exit 1; }}; printf \'kept %s\\n\' "$b"'
+    )
+    line = f"if [ -e {t} ]; then {keep}; fi; mv -f -- {s} {t} && printf '%s\\n' {shlex.quote(DONE)}"
+    return ["sh", "-c", line]
 
 
 def sync(
@@ -158,11 +166,14 @@ def sync(
     staging = f"{target}.pulse-sync"
     backup = f"{target}.{(now or datetime.datetime.now()).strftime(BACKUP_STAMP)}"
     _run(remote.copy_argv(cfg.path, f":{staging}"), f"copying to {remote.host}")
-    res = _run(
-        remote.shell_argv(replace_command(staging, target, backup)), f"renaming into place on {remote.host}"
-    )
+    what = f"replacing {target} on {remote.host}"
+    res = _run(remote.shell_argv(replace_command(staging, target, backup)), what)
+    lines = res.stdout.splitlines()  # a login shell may print more (a motd): look for ours only
+    if DONE not in lines:
+        said = res.stderr.strip() or "the partner's shell did not confirm the rename"
+        raise SyncError(f"{what}: {said}; its file is unchanged unless the rename happened")
     say(f"copied {cfg.path} (serial {ours}) to {where}")
-    if kept := res.stdout.strip():
+    for kept in (line.removeprefix("kept ") for line in lines if line.startswith("kept ")):
         say(f"the partner's previous file is kept as {kept}")
 
 

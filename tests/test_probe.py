@@ -53,6 +53,26 @@ print(json.dumps({"ok": r.ok, "reason": r.reason, "latency": r.latency}))
 """
 
 
+# Every descriptor taken (the loop's own are open already): the probe's socket() fails.
+NO_FDS = """
+import asyncio, os, resource
+from pyrhfos.probe import probe_tcp
+async def main():
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+    held = []
+    try:
+        while True:
+            held.append(os.open("/dev/null", os.O_RDONLY))
+    except OSError:
+        pass
+    r = await probe_tcp("192.0.2.100", 80, None, "HTTP", False, 1.0)
+    for fd in held:
+        os.close(fd)
+    print(r.ok, r.reason)
+asyncio.run(main())
+"""
+
+
 def run_probe(node: Any, **kwargs: Any) -> dict[str, Any]:
     res = node.run_python(PROBE, json.dumps(kwargs))
     return json.loads(res.stdout)
@@ -86,6 +106,9 @@ def test_real_probes_in_a_namespace(lab: Any) -> None:
     slow = run_probe(node, **tcp(81, "HTTP", timeout=0.5))
     assert not slow["ok"] and "timeout after 0.5s" in slow["reason"]
     assert slow["latency"] < 3.0, "the whole probe is bounded by its timeout"
+
+    starved = node.run_python(NO_FDS, check=False)
+    assert starved.stdout.strip() == "False Too many open files", starved.stdout + starved.stderr
 
     echo = dict(host="192.0.2.100", expect=None, use_regex=False, timeout=5.0)
     assert run_probe(node, program="test %h = 192.0.2.100", **echo)["ok"], "%h is the host"
