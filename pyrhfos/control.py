@@ -31,8 +31,10 @@ class ControlServer:
         self.server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
+        if answers(self.path):
+            raise OSError(f"another process answers on {self.path}")
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+            os.unlink(self.path)  # stale: nobody listens on it
         old = os.umask(0o177)  # created 0600 from the start: no window where others may connect
         try:
             self.server = await asyncio.start_unix_server(self._serve, path=self.path)
@@ -68,6 +70,17 @@ class ControlServer:
             pass
         finally:
             writer.close()
+
+
+def answers(path: str) -> bool:
+    """Does something listen on the Unix socket ``path`` (a running pulse), rather than a stale file?"""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        try:
+            s.connect(path)
+        except OSError:  # absent, refused (stale file), not a socket: nobody there
+            return False
+    return True
 
 
 def request(path: str, command: str, timeout: float = 30.0) -> dict[str, Any]:

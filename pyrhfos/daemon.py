@@ -222,6 +222,28 @@ class Daemon:
 
     async def _run(self) -> int:
         self.loop = asyncio.get_running_loop()
+        # Another pulse already running here (started with another pid file) must keep its VIPs:
+        # find it before clear_stale could take them, by its control socket or heartbeat port.
+        from .control import answers
+
+        if self.opts.socket and answers(self.opts.socket):
+            log.error("another pulse answers on %s: not starting; its VIPs are left alone", self.opts.socket)
+            return 1
+        if self.cfg.backup_active:
+            try:
+                self.transport, _ = await self.loop.create_datagram_endpoint(
+                    lambda: _BeatProtocol(self),
+                    local_addr=("0.0.0.0", self.cfg.heartbeat_port),
+                    family=socket.AF_INET,
+                )
+            except OSError as e:
+                log.error(
+                    "cannot listen on heartbeat port %d: %s (another pulse running?); not starting, "
+                    "VIPs left alone",
+                    self.cfg.heartbeat_port,
+                    e.strerror or e,
+                )
+                return 1
         vips = None
         if not self.opts.test_start:
             from .vip import VipManager
@@ -229,12 +251,6 @@ class Daemon:
             vips = VipManager()
         self.services = self._service_set(self.cfg, vips)
         self.services.clear_stale()
-        if self.cfg.backup_active:
-            self.transport, _ = await self.loop.create_datagram_endpoint(
-                lambda: _BeatProtocol(self),
-                local_addr=("0.0.0.0", self.cfg.heartbeat_port),
-                family=socket.AF_INET,
-            )
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.feed, c.Stop(signal.Signals(sig).name))
         self.loop.add_signal_handler(signal.SIGHUP, self.jobs.put_nowait, Reload())

@@ -55,6 +55,24 @@ def test_vip_only_on_primary_with_alias_label(bed: Testbed) -> None:
     assert bed.commands_run("b") == []
 
 
+def test_a_second_pulse_on_the_active_node_leaves_its_vip_alone(bed: Testbed) -> None:
+    """Started with another pid file it is not refused by the pid file; it must still not clear
+    the running pulse's VIP as "left by an earlier run" before it finds out it cannot run."""
+    started_pair(bed)
+    for socket_path, why in (
+        (bed.socket_path("a"), "another pulse answers"),
+        (bed.workdir / "2.sock", "port"),
+    ):
+        second = bed.run_pulse(
+            "a", "-n", "--pidfile", str(bed.workdir / "2.pid"), "--socket", str(socket_path)
+        )
+        assert second.returncode == 1 and why in second.stderr, second.stderr
+        assert "earlier run" not in second.stderr
+        assert bed.holders() == {"a"}
+        assert bed.ask("a", "status").returncode == 0, "the running pulse keeps its control socket"
+    assert "had vanished" not in bed.log("a")
+
+
 def test_link_down_backup_takes_over_and_client_follows_by_arp(bed: Testbed) -> None:
     started_pair(bed)
     assert wait_until(lambda: bed.fetch() == "a", 5)
