@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import contextlib
 import os
 import re
 import shutil
@@ -317,3 +318,40 @@ def test_shellcheck_clean(script: str) -> None:
     path = ROOT / script
     res = subprocess.run(["shellcheck", "-s", "sh", str(path)], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stdout
+
+
+def test_gui_start_of_a_program_that_is_not_piranha_gui_stops_it(tmp_path: Path) -> None:
+    """A wrong PIRANHA_GUI that stays up: start fails and stops it, so nothing runs untracked."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "PIRANHA_GUI": "sleep",
+        "GUI_OPTS": "60",
+        "PIDFILE": str(tmp_path / "gui.pid"),
+        "LOGFILE": str(tmp_path / "gui.log"),
+        "START_WAIT": "1",  # sleep never listens: give up after 1 s
+    }
+    res = subprocess.run(
+        ["sh", str(ROOT / "init.d" / "piranha-gui"), "start"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    found = re.search(r"pid (\d+) is not piranha-gui", res.stderr)
+    assert res.returncode == 1 and found, res.stderr
+    pid = int(found.group(1))
+    try:
+        assert not (tmp_path / "gui.pid").exists()
+
+        def gone() -> bool:
+            try:
+                return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return True
+
+        assert wait_until(gone, 10, 0.1), "the stray process was stopped"
+    finally:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p = psutil.Process(pid)
+            if p.cmdline() == ["sleep", "60"]:  # the one this test started, nothing else
+                p.kill()

@@ -261,6 +261,7 @@ def test_init_script_start_status_stop(gui: Gui, tmp_path: Path) -> None:
         assert started.returncode == 0, why
         assert node.run(*env, "status", check=False).returncode == 0
         # A second one on another pid file finds the port taken: it dies and start says so.
+        # It dies only once its imports are done (seconds on a loaded host): start waits for that.
         second = [f"PIDFILE={tmp_path / 'second.pid'}" if a.startswith("PIDFILE=") else a for a in env]
         refused = node.run(*second, "start", check=False, timeout=20)
         assert refused.returncode == 1 and "exited right after starting" in refused.stderr, refused
