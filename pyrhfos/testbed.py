@@ -136,8 +136,15 @@ class Testbed:
 
     # -- pulse processes ---------------------------------------------------
 
-    def start(self, name: str, *extra: str, config: Path | None = None) -> subprocess.Popen[Any]:
-        """Start pulse in the foreground on ``name``, its output in pulse-NAME.log."""
+    def start(
+        self, name: str, *extra: str, config: Path | None = None, wait: bool = True
+    ) -> subprocess.Popen[Any]:
+        """Start pulse in the foreground on ``name``, its output in pulse-NAME.log.
+
+        With ``wait``, return once it answers on its control socket (made after the heartbeat port
+        is bound) or has exited: a backup started right after a slow primary must not see seconds
+        of silence and take over (on a loaded machine, interpreter start alone can take a second).
+        """
         node = self.nodes[name]
         logf = open(self.log_path(name), "ab")  # noqa: SIM115 - the child owns it from here
         argv = [
@@ -157,6 +164,11 @@ class Testbed:
         proc = node.popen(argv, stdout=logf, stderr=logf, env={"PYRHFOS_NODE": name})
         logf.close()
         self.pulses[name] = proc
+        if wait:
+            from .control import answers
+
+            sock = str(self.socket_path(name))
+            wait_until(lambda: proc.poll() is not None or answers(sock), 30, 0.05)
         return proc
 
     def run_pulse(self, node: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

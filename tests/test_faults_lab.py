@@ -122,9 +122,10 @@ def test_hanging_stop_cmd_is_killed_and_release_completes(lab: Any, tmp_path: Pa
 def test_both_started_at_once_ten_times_one_holder(lab: Any, tmp_path: Path) -> None:
     bed = Testbed(lab, tmp_path, keepalive=KEEPALIVE, deadtime=DEADTIME)
     for _ in range(10):
-        bed.start("a")
-        bed.start("b")
-        time.sleep(2 * DEADTIME)
+        bed.start("a", wait=False)
+        bed.start("b", wait=False)
+        assert bed.wait_holders({"a"}, SETTLE) == {"a"}, bed.log("b")
+        time.sleep(DEADTIME)
         assert bed.holders() == {"a"}
         assert bed.stop("b") == 0 and bed.stop("a") == 0
         assert bed.holders() == set()

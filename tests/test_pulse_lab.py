@@ -139,11 +139,11 @@ def test_startup_error_names_the_addresses_this_host_has(bed: Testbed) -> None:
     assert "neither primary nor backup" in res.stderr and "192.0.2.50" in res.stderr
 
 
-def piranha(bed: Testbed, role: str, node_name: str) -> subprocess.Popen[Any]:
+def piranha(bed: Testbed, role: str, node_name: str, deadtime: float = DEADTIME) -> subprocess.Popen[Any]:
     node = bed.nodes[node_name]
     partner = bed.b.ip if node_name == "a" else bed.a.ip
     script = str(Path(__file__).with_name("piranha_peer.py"))
-    argv = [sys.executable, script, role, partner, "539", str(KEEPALIVE), str(DEADTIME)]
+    argv = [sys.executable, script, role, partner, "539", str(KEEPALIVE), str(deadtime)]
     return node.popen(argv, stdout=subprocess.PIPE)
 
 
@@ -166,10 +166,11 @@ def peer_lines(proc: subprocess.Popen[Any], until: float) -> list[dict[str, Any]
 
 
 def test_piranha_backup_and_pyrhfos_primary_agree(bed: Testbed) -> None:
-    peer = piranha(bed, "backup", "b")
+    # A patient peer: it must not go active because a is slow to start on a busy host.
+    peer = piranha(bed, "backup", "b", deadtime=SETTLE)
     bed.start("a")
     lines = peer_lines(peer, 4 * DEADTIME)
-    assert bed.holders() == {"a"}, bed.log("a")
+    assert bed.wait_holders({"a"}, SETTLE) == {"a"}, bed.log("a")
     heard = {ln["magic"]: ln["raw"] for ln in lines if ln["event"] == "heard"}
     assert heard.get("RUNNING") == "bebaefbe", "pyrhfos answers a Piranha peer in its byte order"
     final = [ln["active"] for ln in lines if "active" in ln]

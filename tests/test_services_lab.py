@@ -132,7 +132,8 @@ def test_sighup_with_broken_file_keeps_vip_and_logs_error(make_bed: Any) -> None
 def test_sighup_adding_a_service_leaves_the_first_untouched(make_bed: Any) -> None:
     bed = make_bed()
     serving_pair(bed)
-    prober = bed.start_prober(interval=0.01, limit=0.2)
+    # 1 s per try: a VIP gone for an instant still costs a SYN retry (1 s), a busy host does not.
+    prober = bed.start_prober(interval=0.01, limit=1.0)
     time.sleep(0.5)
     second = dataclasses.replace(
         bed.cfg.failovers[0],
@@ -152,6 +153,7 @@ def test_sighup_adding_a_service_leaves_the_first_untouched(make_bed: Any) -> No
     assert after and all(s["who"] == "a" for s in after), [s for s in after if s["who"] != "a"][:5]
     assert (VIP, 24, "eth0:1") in bed.a.addresses()
     assert "1 service(s) added, 0 removed or changed, 1 unchanged" in bed.log("a")
+    assert f"removed {VIP}" not in bed.log("a") and bed.log("a").count(f"added {VIP}/") == 1
     assert not any(ip == "192.0.2.12" for ip, _, _ in bed.b.addresses())
 
 
