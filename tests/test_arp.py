@@ -110,7 +110,6 @@ def test_garp_creates_entry_on_accepting_client(lab):
     result = takeover(a)
     print(f"\nVIP add {result['add_ms']:.2f} ms; first GARP frames out {result['garp_ms']:.3f} ms after")
     assert result["sent"] == 2 and not result["scapy"]
-    assert result["garp_ms"] < 50
     assert wait_neigh(client, VIP, a.mac) == a.mac
 
 
