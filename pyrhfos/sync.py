@@ -12,6 +12,7 @@ import argparse
 import datetime
 import os
 import shlex
+import stat
 import subprocess
 import sys
 import tempfile
@@ -93,6 +94,7 @@ def _run(argv: list[str], what: str, *, ok: tuple[int, ...] = (0,)) -> subproces
 @dataclass(frozen=True)
 class PartnerFile:
     data: bytes
+    mode: int  # permission bits (scp -p and rcp -p carry them)
     serial: int | None  # None: the file has no serial_no, or does not parse
 
 
@@ -109,11 +111,12 @@ def fetch_partner_file(remote: Remote, target: str) -> PartnerFile | None:
             raise
         with open(copy, "rb") as f:
             data = f.read()
+        mode = stat.S_IMODE(os.stat(copy).st_mode)
         try:
             cfg, _ = load(copy)
         except ConfigError:
-            return PartnerFile(data, None)
-        return PartnerFile(data, cfg.serial_no)
+            return PartnerFile(data, mode, None)
+        return PartnerFile(data, mode, cfg.serial_no)
 
 
 DONE = "pulse-sync: replaced"  # printed last by the partner's line: rsh reports no exit status
@@ -152,6 +155,7 @@ def sync(
     """
     with open(cfg.path, "rb") as f:
         ours_data = f.read()
+        ours_mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
     theirs = fetch_partner_file(remote, target)
     ours = cfg.serial_no or 0
     if theirs is not None and theirs.serial is not None and theirs.serial > ours and not force:
@@ -160,7 +164,7 @@ def sync(
             "hold changes this one lacks; copy it here instead, or use --force to overwrite it"
         )
     where = f"{remote.user}@{remote.host}:{target}"
-    if theirs is not None and theirs.data == ours_data:
+    if theirs is not None and (theirs.data, theirs.mode) == (ours_data, ours_mode):
         say(f"{where} is already identical to {cfg.path} (serial {ours}): nothing copied")
         return
     staging = f"{target}.pulse-sync"

@@ -104,6 +104,10 @@ def test_sync_keeps_the_partners_file_and_skips_an_identical_one(tmp_path: Path,
     said.clear()
     sync(cfg, LocalRemote(RshCommand.RSH, "partner"), str(theirs), say=said.append, now=NOW)
     assert "already identical" in said[0] and len(list(tmp_path.glob("theirs.cf.*"))) == 1
+    theirs.chmod(0o666)  # same bytes, other mode: still copied (the mode travels with the file)
+    said.clear()
+    sync(cfg, LocalRemote(RshCommand.RSH, "partner"), str(theirs), say=said.append, now=NOW)
+    assert said[0].startswith("copied") and (theirs.stat().st_mode & 0o777) == (ours.stat().st_mode & 0o777)
 
 
 def test_sync_to_a_partner_without_a_file(tmp_path: Path, ours: Path) -> None:
