@@ -7,6 +7,7 @@ waits below are generous upper bounds on behaviour, never performance figures.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -148,20 +149,27 @@ def piranha(bed: Testbed, role: str, node_name: str, deadtime: float = DEADTIME)
 
 
 def peer_lines(proc: subprocess.Popen[Any], until: float) -> list[dict[str, Any]]:
-    """Lines the emulated Piranha peer printed within ``until`` seconds (non-blocking tail)."""
+    """Lines the emulated Piranha peer printed within ``until`` seconds (non-blocking tail).
+
+    Raw os.read, not readline: readline would pull several waiting lines into the file object's
+    buffer and return one, and select() never reports the rest.
+    """
     import selectors
 
     assert proc.stdout is not None
+    fd = proc.stdout.fileno()
     sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
+    sel.register(fd, selectors.EVENT_READ)
     out: list[dict[str, Any]] = []
+    pending = b""
     end = time.monotonic() + until
     while time.monotonic() < end:
         if sel.select(timeout=max(0.0, end - time.monotonic())):
-            line = proc.stdout.readline()
-            if not line:
+            chunk = os.read(fd, 65536)
+            if not chunk:
                 break
-            out.append(json.loads(line))
+            *lines, pending = (pending + chunk).split(b"\n")
+            out += [json.loads(line) for line in lines if line]
     return out
 
 
