@@ -181,12 +181,28 @@ def sync(
         say(f"the partner's previous file is kept as {kept}")
 
 
+STATUS = "pulse-sync: exit status"  # rsh reports no remote exit status: the partner prints it
+
+
+def reload_command(pulse: str, socket: str) -> list[str]:
+    """``pulse reload`` on the partner, then its exit status on a line of its own (see STATUS)."""
+    reload = shlex.join([pulse, "reload", "--socket", socket])
+    return ["sh", "-c", f"{reload}; printf '%s %s\\n' {shlex.quote(STATUS)} \"$?\""]
+
+
 def reload_remote(remote: Remote, pulse: str, socket: str) -> str:
-    argv = remote.shell_argv([pulse, "reload", "--socket", socket])
-    res = _run(argv, f"reload on {remote.host}", ok=(0, NOT_RUNNING))
-    if res.returncode == NOT_RUNNING:
+    what = f"reload on {remote.host}"
+    res = _run(remote.shell_argv(reload_command(pulse, socket)), what)
+    lines = res.stdout.splitlines()
+    codes = [line.removeprefix(STATUS).strip() for line in lines if line.startswith(STATUS)]
+    if not codes or not codes[-1].isdigit():
+        raise SyncError(f"{what}: {res.stderr.strip() or 'no exit status from the partner'}")
+    if int(codes[-1]) == NOT_RUNNING:
         return "no pulse running there; it reads the new file when it starts"
-    return res.stdout.strip()
+    said = "\n".join(line for line in lines if not line.startswith(STATUS)).strip()
+    if int(codes[-1]) != 0:
+        raise SyncError(f"{what}: {res.stderr.strip() or said or f'exit status {codes[-1]}'}")
+    return said
 
 
 def main(a: argparse.Namespace) -> int:

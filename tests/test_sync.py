@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import re
 import shlex
 import subprocess
 from collections.abc import Sequence
@@ -14,7 +15,7 @@ import pytest
 
 from pyrhfos.config import load, write
 from pyrhfos.config.model import RshCommand
-from pyrhfos.sync import DONE, Remote, SyncError, replace_command, sync
+from pyrhfos.sync import DONE, Remote, SyncError, reload_remote, replace_command, sync
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "etc" / "lvs.cf.example"
 NOW = datetime.datetime(2026, 11, 25, 12, 0, 0)
@@ -134,3 +135,31 @@ def test_a_rename_the_partner_does_not_confirm_is_an_error(tmp_path: Path, ours:
     with pytest.raises(SyncError, match="did not confirm"):
         sync(cfg, LocalRemote(RshCommand.RSH, "partner", shell_runs=False), str(theirs), say=lambda _: None)
     assert theirs.read_text() == "old\n"
+
+
+@pytest.mark.parametrize(
+    ("script", "outcome"),
+    [
+        (
+            "echo 'reloaded lvs.cf (serial 6): 1 service changed'",
+            "reloaded lvs.cf (serial 6): 1 service changed",
+        ),
+        ("exit 3", "no pulse running there; it reads the new file when it starts"),
+        ("echo 'lvs.cf:3:1: unknown key' >&2; exit 1", SyncError("lvs.cf:3:1: unknown key")),
+    ],
+)
+def test_reload_on_the_partner_reports_its_exit_status_through_rsh(
+    tmp_path: Path, script: str, outcome: str | SyncError
+) -> None:
+    """rsh drops the remote exit status (LocalRemote too): pulse's own status still decides."""
+    pulse = tmp_path / "pulse"
+    pulse.write_text(f"#!/bin/sh\n{script}\n")
+    pulse.chmod(0o755)
+    remote = LocalRemote(RshCommand.RSH, "partner")
+    if isinstance(outcome, SyncError):
+        with pytest.raises(SyncError, match=re.escape(str(outcome))):
+            reload_remote(remote, str(pulse), "/run/pulse.sock")
+    else:
+        assert reload_remote(remote, str(pulse), "/run/pulse.sock") == outcome
+    with pytest.raises(SyncError, match="no exit status"):
+        reload_remote(LocalRemote(RshCommand.RSH, "partner", shell_runs=False), str(pulse), "/run/pulse.sock")
