@@ -79,8 +79,13 @@ NOT_RUNNING = 3  # `pulse reload`'s exit status when no daemon answers
 
 
 def _run(argv: list[str], what: str, *, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
+    # The C locale: sync reads the tools' messages ("No such file"), which rcp's strerror would
+    # otherwise translate, and a partner without a file would then look like a failed read.
+    env = {**os.environ, "LC_ALL": "C"}
     try:
-        res = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+        res = subprocess.run(
+            argv, capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL, env=env
+        )
     except FileNotFoundError:
         raise SyncError(f"{what}: {argv[0]} is not installed") from None
     except subprocess.TimeoutExpired:

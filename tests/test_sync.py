@@ -118,6 +118,26 @@ def test_sync_to_a_partner_without_a_file(tmp_path: Path, ours: Path) -> None:
     assert (tmp_path / "new.cf").read_bytes() == ours.read_bytes() and not any("kept" in s for s in said)
 
 
+def test_the_copy_tools_run_in_the_c_locale(
+    tmp_path: Path, ours: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sync reads the tools' "No such file": an administrator's LANG must not translate it."""
+    monkeypatch.setenv("LC_ALL", "de_DE.UTF-8")
+
+    @dataclasses.dataclass(frozen=True)
+    class Translated(LocalRemote):
+        """cp as a localised rcp would answer outside the C locale."""
+
+        def copy_argv(self, source: str, target: str) -> list[str]:
+            msg = "Datei oder Verzeichnis nicht gefunden"
+            script = f'[ "$LC_ALL" = C ] || {{ echo "{msg}" >&2; exit 1; }}; exec cp -p -- "$1" "$2"'
+            return ["sh", "-c", script, "sh", source.removeprefix(":"), target.removeprefix(":")]
+
+    cfg, _ = load(str(ours))
+    sync(cfg, Translated(RshCommand.RSH, "partner"), str(tmp_path / "new.cf"), say=lambda _: None)
+    assert (tmp_path / "new.cf").read_bytes() == ours.read_bytes()
+
+
 def test_a_partner_file_that_cannot_be_read_is_not_taken_for_none(tmp_path: Path, ours: Path) -> None:
     cfg, _ = load(str(ours))
     odd = tmp_path / "odd.cf"
