@@ -20,7 +20,7 @@ $(STAMP): setup.py
 	touch $(STAMP)
 
 test: $(STAMP) host-deps
-	$(BIN)/ruff check pyrhfos tests bench
+	$(BIN)/ruff check pyrhfos pyrhfos_lab tests bench
 	$(BIN)/python -m pytest -q tests
 
 # The fault-injection and hostile-input tests alone (they are part of `make test` too).
@@ -28,7 +28,7 @@ test-faults: $(STAMP) host-deps
 	$(BIN)/python -m pytest -q tests/test_faults_lab.py tests/test_auth_lab.py tests/test_hostile_input.py
 
 demo: $(STAMP) host-deps
-	$(BIN)/python -m pyrhfos.demo
+	$(BIN)/python -m pyrhfos_lab.demo
 
 # Failover outage and idle cost against keepalived (Debian package), rewrites bench/RESULTS.md.
 bench: $(STAMP) host-deps
@@ -41,7 +41,7 @@ screenshots: $(STAMP) host-deps
 	PYRHFOS_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/test_web_browser.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check pyrhfos tests bench
+	$(BIN)/ruff check pyrhfos pyrhfos_lab tests bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -35,9 +35,9 @@ setup(
     package_data={"pyrhfos.web": ["templates/*.html", "static/*"]},
     entry_points={
         "console_scripts": [
-            "pulse=pyrhfos.cli:main",
+            "pulse=pyrhfos.cli.pulse:main",
             "piranha-gui=pyrhfos.web.app:main",
-            "piranha-passwd=pyrhfos.passwd:main",
+            "piranha-passwd=pyrhfos.web.passwd:main",
         ]
     },
     data_files=[

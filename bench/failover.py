@@ -1,7 +1,7 @@
 """Failover outage and idle cost of pulse (pyrhfos) and keepalived, side by side, in one run.
 
 Run as root (``make bench`` installs keepalived and matplotlib first; this script installs nothing).
-Each repetition builds a fresh namespace lab (pyrhfos.lab): nodes a (primary, 192.0.2.100) and
+Each repetition builds a fresh namespace lab (pyrhfos_lab.lab): nodes a (primary, 192.0.2.100) and
 b (backup, 192.0.2.200), a client (192.0.2.50) on one bridge, VIP 192.0.2.11/24 on eth0:1, the lab's
 tiny TCP service on port 80 of both nodes answering with the node's name. A prober on the client
 opens a new connection to VIP:80 every 10 ms with a 50 ms limit and records who answered.
@@ -38,8 +38,8 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pyrhfos.config.model import DeviceAddress  # noqa: E402
-from pyrhfos.lab import Lab, lab_available  # noqa: E402
-from pyrhfos.testbed import VIP, Testbed, wait_until  # noqa: E402
+from pyrhfos_lab.lab import Lab, lab_available  # noqa: E402
+from pyrhfos_lab.testbed import VIP, Testbed, wait_until  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -597,7 +597,7 @@ def write_markdown(results: dict[str, Any], png: str | None, args: argparse.Name
         "",
         "## Method",
         "",
-        f"- {args.reps} repetition(s) per cell, each in a fresh namespace lab (`pyrhfos.lab`): a "
+        f"- {args.reps} repetition(s) per cell, each in a fresh namespace lab (`pyrhfos_lab.lab`): a "
         "(primary, 192.0.2.100), b (backup, 192.0.2.200), client (192.0.2.50) on one bridge; VIP "
         f"{VIP}/24 on `eth0:1`; the lab's tiny TCP service on port 80 of **both** nodes all the time, for "
         "both drivers (the daemons only move the VIP; pulse's start/stop_cmd leave a trace).",

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pyrhfos import lab as labmod
+from pyrhfos_lab import lab as labmod
 
 # Every Lab of this pytest process gets a prefix starting with this (pyrh-<pid>-<hex>-).
 RUN_PREFIX = f"{labmod.BASE_PREFIX}{os.getpid()}-"

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
-from ..node import Role
+from ..core.vocab import Role
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ Owns how this host's role is found (its addresses against primary/backup) and th
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterable
 from ipaddress import IPv4Address
 
@@ -13,20 +12,6 @@ from .model import Config, Failover, ServiceKind, Virtual
 from .validate import Seconds, escape
 
 _seconds = Seconds().write
-
-
-def local_ipv4_addresses() -> list[IPv4Address]:
-    """Every IPv4 address configured on this host's interfaces."""
-    import psutil  # only the summary needs it
-
-    found: list[IPv4Address] = []
-    for addrs in psutil.net_if_addrs().values():
-        for a in addrs:
-            if a.family == socket.AF_INET:
-                ip = IPv4Address(a.address)
-                if ip not in found:
-                    found.append(ip)
-    return found
 
 
 def role(cfg: Config, local_addresses: Iterable[IPv4Address]) -> str:

@@ -40,10 +40,11 @@ from flask import (
 )
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
-from .. import control, passwd
-from . import edits
+from ..daemon import control
+from ..defaults import CONFIG_PATHS, SOCKET
+from . import edits, passwd
 
-DEFAULT_CONFIG = "/etc/sysconfig/ha/lvs.cf"
+DEFAULT_CONFIG = CONFIG_PATHS[0]  # Piranha's GUI edited this one
 DEFAULT_LISTEN = "0.0.0.0:3636"  # Piranha's later releases served the GUI on port 3636
 DEFAULT_INITSCRIPT = "/etc/rc.d/init.d/pulse"
 PREFIX = "/piranha"
@@ -53,7 +54,7 @@ PREFIX = "/piranha"
 class Settings:
     config: Path
     passwd_file: Path
-    socket: str = control.DEFAULT_SOCKET
+    socket: str = SOCKET
     initscript: str = DEFAULT_INITSCRIPT
     pulse: str = ""  # the pulse executable; "" = the one installed beside this Python
     command_timeout: float = 120.0
@@ -587,7 +588,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--listen", type=parse_listen, default=DEFAULT_LISTEN, help=f"ADDR:PORT (default {DEFAULT_LISTEN})"
     )
-    parser.add_argument("--socket", default=control.DEFAULT_SOCKET, help="pulse's control socket")
+    parser.add_argument("--socket", default=SOCKET, help="pulse's control socket")
     parser.add_argument("--initscript", default=DEFAULT_INITSCRIPT, help="runs 'start' and 'stop' for pulse")
     parser.add_argument(
         "--pulse", default="", help="the pulse executable (default: the one beside this Python)"

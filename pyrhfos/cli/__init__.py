@@ -1,0 +1,1 @@
+"""The ``pulse`` command line: the daemon and --check (pulse.py), the client commands (client.py), sync."""

@@ -1,0 +1,377 @@
+"""The failover state machine: events in, actions out; pure (no sockets, clock or processes).
+
+``Cluster.handle(event, now)`` is the only entry point; the daemon carries out the
+returned actions and calls ``handle(Tick(), now)`` no later than ``next_deadline()``.
+The transition table is documented in docs/state-machine.md and walked by the tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .events import (
+    Acquire,
+    AcquireDone,
+    Action,
+    Announce,
+    BeatReceived,
+    Event,
+    Exit,
+    LocalServiceFailed,
+    Notice,
+    PartnerServiceFailed,
+    Release,
+    ReleaseDone,
+    ReleaseRequest,
+    RestartService,
+    SendBeat,
+    ServicesStopped,
+    Start,
+    StateChanged,
+    Stop,
+    TakeoverRequest,
+    Tick,
+)
+from .vocab import Role, State
+
+# -- the machine ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Timers:
+    """Timing from lvs.cf, in seconds."""
+
+    keepalive: float
+    deadtime: float
+    # After a node gives up the services because of a failure it is not a
+    # failover candidate for this long (Piranha's ``reentry``): no ping-pong.
+    holddown: float = 0.0
+
+    @property
+    def beat_interval(self) -> float:
+        """Time between beats: keepalive, or shorter so a deadtime holds BEATS_PER_DEADTIME beats.
+
+        Only that many beats lost in a row look like a dead partner: with 30 % random
+        loss that is 0.3**12, about 5e-7 per beat, where three beats per deadtime
+        (keepalive 1, deadtime 3) would fail over every few seconds of such loss.
+        """
+        return min(self.keepalive, self.deadtime / BEATS_PER_DEADTIME)
+
+    @property
+    def listen(self) -> float:
+        """How long a starting primary listens for an active partner before acting."""
+        return min(self.deadtime, 2 * self.keepalive)
+
+
+ACTIVE_STATES = (State.ACTIVE, State.RELEASING)
+BEATS_PER_DEADTIME = 12
+
+
+@dataclass
+class Partner:
+    """What this node knows of its partner, from beats only."""
+
+    paths: tuple[str, ...]
+    last_heard: dict[str, float] = field(default_factory=dict)
+    state: State | None = None  # None: never heard since our start (or since it left)
+    hold: bool = False
+    left: bool = False  # its last beat said it stops cleanly
+    alive_since: float | None = None
+    inactive_since: float | None = None  # since when it has been seen not active
+    gave_up: bool = False  # it was active and stepped down while alive
+    stopme: bool = False  # it is asking us to release: it is about to take over
+
+    def last(self) -> float | None:
+        return max(self.last_heard.values()) if self.last_heard else None
+
+
+class Cluster:
+    """One node's failover decisions. Feed it events with the current time."""
+
+    def __init__(
+        self,
+        role: Role,
+        timers: Timers,
+        partner_paths: tuple[str, ...] = (),
+        *,
+        solo: bool = False,
+        force_active: bool = False,
+    ) -> None:
+        self.role = role
+        self.timers = timers
+        self.solo = solo
+        self.force_active = force_active
+        self.partner = Partner(paths=partner_paths)
+        self.state = State.STARTING
+        self.since = 0.0
+        self.reason = "not started"
+        self.started_at: float | None = None
+        # Silence is counted from the later of the last beat and this instant
+        # (start-up, or the end of a freeze whose queued beats are stale).
+        self.silence_base = 0.0
+        self.next_beat: float | None = None
+        self.stopping = False
+        self.want_takeover: str | None = None  # reason, while asking the partner to release
+        self.want_since = 0.0
+        self.hold_until = 0.0
+        self.last_now: float | None = None
+        self.activations = 0  # times this node took the services
+
+    # -- queries ------------------------------------------------------------
+
+    def partner_alive(self, now: float) -> bool:
+        last = self.partner.last()
+        return last is not None and not self.partner.left and now - last < self.timers.deadtime
+
+    def in_holddown(self, now: float) -> bool:
+        return now < self.hold_until
+
+    def next_deadline(self) -> float | None:
+        """The latest time at which the daemon must feed a Tick."""
+        if self.state is State.STOPPED:
+            return None
+        times = [self.next_beat]
+        if self.state is State.STARTING and self.started_at is not None and self.role is Role.PRIMARY:
+            times.append(self.started_at + self.timers.listen)
+        if self.state is State.STANDBY and not self.solo:
+            times.append(self._silence_deadline())
+            if self.partner.inactive_since is not None:
+                times.append(self.partner.inactive_since + self.timers.deadtime)
+            if self.want_takeover is not None:
+                times.append(self.want_since + self.timers.deadtime)
+            if self.hold_until:
+                times.append(self.hold_until)
+        # Conditions already due were evaluated at the last event (a hold-down
+        # may have kept them from firing): only future instants matter.
+        floor = self.last_now if self.last_now is not None else float("-inf")
+        future = [t for t in times if t is not None and t > floor]
+        return min(future) if future else None
+
+    def _silence_deadline(self) -> float:
+        last = self.partner.last()
+        return max(last if last is not None else self.silence_base, self.silence_base) + self.timers.deadtime
+
+    # -- the entry point ----------------------------------------------------
+
+    def handle(self, event: Event, now: float) -> list[Action]:
+        out: list[Action] = []
+        if self.state is State.STOPPED:
+            return out
+        self._check_stall(now, out)
+        self.last_now = now
+        match event:
+            case Start():
+                self._on_start(now, out)
+            case BeatReceived():
+                self._on_beat(event, now, out)
+            case Tick():
+                pass
+            case AcquireDone(ok=ok, reason=reason):
+                if not ok and self.state is State.ACTIVE:
+                    self.hold_until = now + self.timers.holddown
+                    self._release(now, f"start failed: {reason}", out)
+            case ServicesStopped():
+                if self.state is State.RELEASING and self.stopping:
+                    # Planned stop: our services are down, so tell the partner now; it takes
+                    # over while our VIPs go, instead of after (no gap for clients to fall in).
+                    out.append(SendBeat(State.RELEASING, leaving=True))
+            case ReleaseDone():
+                self._on_release_done(now, out)
+            case Stop(reason=reason):
+                self._on_stop(now, reason, out)
+            case LocalServiceFailed():
+                self._on_local_failure(event, now, out)
+            case PartnerServiceFailed(name=name, reason=reason):
+                if self.state is State.STANDBY and self.want_takeover is None:
+                    if self.in_holddown(now):
+                        out.append(Notice(f"partner's service {name} failed, but this node is in hold-down"))
+                    else:
+                        self._ask_partner_to_release(now, f"partner's service {name} failed: {reason}", out)
+            case ReleaseRequest(reason=reason):
+                if self.state is State.ACTIVE:
+                    self.hold_until = now + self.timers.holddown
+                    self._release(now, reason, out)
+            case TakeoverRequest(reason=reason):
+                if self.state is State.STANDBY:
+                    self.hold_until = 0.0
+                    self._ask_partner_to_release(now, reason, out)
+        self._evaluate(now, out)
+        self._beat_if_due(now, out)
+        return out
+
+    # -- handlers -----------------------------------------------------------
+
+    def _on_start(self, now: float, out: list[Action]) -> None:
+        if self.started_at is not None:
+            return
+        self.started_at = now
+        self.silence_base = now
+        self.since = now
+        if self.solo:
+            self._activate(now, "no backup node (backup_active = 0)", out)
+        elif self.role is Role.BACKUP:
+            self._set(State.STANDBY, now, "backup waits for the primary", out)
+        # The primary stays STARTING and listens; _evaluate decides.
+
+    def _on_beat(self, beat: BeatReceived, now: float, out: list[Action]) -> None:
+        p = self.partner
+        was_alive = self.partner_alive(now)
+        was_state = p.state
+        p.last_heard[beat.path] = now
+        p.hold = beat.hold
+        p.stopme = beat.stopme
+        if beat.leaving:
+            p.left = True
+            p.state = State.STOPPED
+            p.inactive_since = None
+            p.alive_since = None
+            p.gave_up = False
+            return
+        if p.left or not was_alive:
+            p.alive_since = now
+        p.left = False
+        p.state = beat.state
+        if beat.state in ACTIVE_STATES:
+            p.inactive_since = None
+            p.gave_up = False
+        elif p.inactive_since is None:
+            p.inactive_since = now
+            # Stepping down while alive means it wants us to serve (a failed
+            # service, a manual release): take over now, not after deadtime.
+            p.gave_up = was_alive and was_state in ACTIVE_STATES
+        if beat.stopme and self.state is State.ACTIVE:
+            # Our service failed as the partner sees it: do not take it straight back.
+            self.hold_until = now + self.timers.holddown
+            self._release(now, "partner asked this node to release (it is taking over)", out)
+            return
+        if self.state is State.ACTIVE and beat.state is State.ACTIVE:
+            # Double active (a healed partition): the primary keeps the VIPs,
+            # as Piranha did; the backup releases at once.
+            if self.role is Role.BACKUP:
+                self._release(now, "both nodes active: the primary keeps the services", out)
+            else:
+                out.append(Announce("both nodes active: the primary keeps the services"))
+
+    def _on_release_done(self, now: float, out: list[Action]) -> None:
+        if self.state is not State.RELEASING:
+            return
+        if self.stopping:
+            self._finish(now, out)
+        else:
+            self._set(State.STANDBY, now, "services released", out)
+
+    def _on_stop(self, now: float, reason: str, out: list[Action]) -> None:
+        self.stopping = True
+        if self.state is State.ACTIVE:
+            self._release(now, f"stopping ({reason})", out)
+        elif self.state is not State.RELEASING:
+            self._finish(now, out, reason)
+
+    def _on_local_failure(self, ev: LocalServiceFailed, now: float, out: list[Action]) -> None:
+        if self.state is not State.ACTIVE:
+            return
+        if self.partner_alive(now) and self.partner.state is State.STANDBY and not self.partner.hold:
+            self.hold_until = now + self.timers.holddown
+            self._release(now, f"service {ev.name} failed ({ev.reason}): handing over to the partner", out)
+        else:
+            why = "partner is in hold-down" if self.partner_alive(now) else "partner is not available"
+            out.append(RestartService(ev.name, f"{ev.reason}; {why}"))
+
+    # -- the rules evaluated after every event ------------------------------
+
+    def _evaluate(self, now: float, out: list[Action]) -> None:
+        p = self.partner
+        if self.state is State.STARTING and self.started_at is not None:
+            if p.state in ACTIVE_STATES:
+                self._set(State.STANDBY, now, "partner is already active", out)
+                if self.force_active:
+                    self._ask_partner_to_release(now, "started with --forceactive", out)
+            elif p.state is not None and p.state is not State.STOPPED:
+                self._activate(now, f"partner is {p.state.name.lower()}: the primary takes the services", out)
+            elif now >= self.started_at + self.timers.listen:
+                self._activate(now, f"no active partner heard in {self.timers.listen:g} s", out)
+            return
+        if self.state is not State.STANDBY or self.solo:
+            return
+        if self.want_takeover is not None:
+            if not self.partner_alive(now) or p.state not in ACTIVE_STATES:
+                self._activate(now, self.want_takeover, out)
+            elif now >= self.want_since + self.timers.deadtime:
+                self._activate(now, f"{self.want_takeover}; partner did not release in time", out)
+            return
+        if p.left:
+            self._activate(now, "partner stopped cleanly", out)
+        elif not self.partner_alive(now):
+            if now >= self._silence_deadline():
+                silent = now - (p.last() if p.last() is not None else self.started_at or now)
+                self._activate(now, f"no heartbeat from partner for {silent:.2f} s", out)
+        elif p.state in ACTIVE_STATES or p.stopme or self.in_holddown(now):
+            return
+        elif p.state is State.STANDBY and self.role is Role.PRIMARY:
+            self._activate(now, "no active node: the primary takes the services", out)
+        elif p.state is State.STANDBY and p.gave_up:
+            self._activate(now, "partner gave up the services", out)
+        elif p.inactive_since is not None and now >= p.inactive_since + self.timers.deadtime:
+            # The primary should have taken the services by now (a Piranha
+            # primary with a failed link or child never does): serve.
+            self._activate(now, "partner alive but not serving", out)
+
+    # -- helpers ------------------------------------------------------------
+
+    def _check_stall(self, now: float, out: list[Action]) -> None:
+        """A loop frozen longer than deadtime (SIGSTOP, a VM pause) has lost its lease."""
+        if self.last_now is None or now - self.last_now < self.timers.deadtime:
+            return
+        gap = now - self.last_now
+        # Beats queued during the freeze are stale: forget what they said and
+        # give the partner one deadtime from now to speak again.
+        self.partner = Partner(paths=self.partner.paths)
+        self.silence_base = now
+        if self.state is State.ACTIVE and not self.solo:
+            self._release(now, f"this node was frozen for {gap:.1f} s: the partner may hold the VIPs", out)
+
+    def _ask_partner_to_release(self, now: float, reason: str, out: list[Action]) -> None:
+        self.want_takeover = reason
+        self.want_since = now
+        out.append(Notice(f"asking partner to release: {reason}"))
+        self.next_beat = now  # tell it now, not at the next keepalive
+
+    def _activate(self, now: float, reason: str, out: list[Action]) -> None:
+        self.want_takeover = None
+        self.activations += 1
+        self.partner.gave_up = False
+        self._set(State.ACTIVE, now, reason, out)
+        out.append(Acquire(reason))
+
+    def _release(self, now: float, reason: str, out: list[Action]) -> None:
+        self._set(State.RELEASING, now, reason, out)
+        out.append(Release(reason))
+
+    def _finish(self, now: float, out: list[Action], reason: str | None = None) -> None:
+        self._set(State.STOPPED, now, reason or "services released, stopping", out, beat=False)
+        out.append(SendBeat(State.STOPPED, leaving=True))
+        out.append(Exit())
+
+    def _set(self, new: State, now: float, reason: str, out: list[Action], beat: bool = True) -> None:
+        old = self.state
+        self.state, self.since, self.reason = new, now, reason
+        if new is not State.STANDBY:
+            self.want_takeover = None
+        out.append(StateChanged(old, new, reason))
+        if beat:
+            # Tell the partner at once: it decides on our state, so waiting for
+            # the next keepalive would only lengthen the outage.
+            self.next_beat = now
+
+    def _beat_if_due(self, now: float, out: list[Action]) -> None:
+        if self.state is State.STOPPED or self.solo or self.started_at is None:
+            return
+        if self.next_beat is None or now >= self.next_beat:
+            out.append(
+                SendBeat(
+                    self.state,
+                    stopme=self.want_takeover is not None,
+                    hold=self.in_holddown(now),
+                )
+            )
+            self.next_beat = now + self.timers.beat_interval

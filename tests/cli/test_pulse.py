@@ -1,0 +1,147 @@
+"""The `pulse` command line: Piranha's options, --check, start-up refusals. No network needed."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from pyrhfos import __version__
+from pyrhfos.config import loads
+from pyrhfos.core.vocab import Role, State
+from pyrhfos.core.wire import Beat, PiranhaMagic, encode, encode_piranha
+from pyrhfos.daemon.shell import Daemon, Membership, Options
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "etc" / "lvs.cf.example"
+
+
+def pulse(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pyrhfos.cli", *args], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+
+
+def test_version_help_usage() -> None:
+    assert __version__ in pulse("--version").stdout
+    out = pulse("--help").stdout
+    for opt in (
+        "--configfile",
+        "--nodaemon",
+        "--verbose",
+        "--forceactive",
+        "--test-start",
+        "--norun",
+        "--lvs",
+        "--fos",
+        "--check",
+        "--pidfile",
+    ):
+        assert opt in out
+    assert pulse("-?").returncode == 0
+    assert pulse("--usage").stdout.startswith("usage: pulse")
+
+
+def test_check_example_exits_0_with_summary() -> None:
+    res = pulse("--check", "-c", str(EXAMPLE))
+    assert res.returncode == 0, res.stderr
+    assert "192.168.2.11" in res.stdout and "eth0:1" in res.stdout
+
+
+def test_check_reports_three_mistakes_as_three_lines(tmp_path: Path) -> None:
+    bad = tmp_path / "lvs.cf"
+    bad.write_text(
+        "primary = 192.0.2.1\nservice = fos\nbackup_active = 1\nbackup = 192.0.2.2\n"
+        "keepalve = 2\n"  # near-miss key
+        "heartbeat_port = 70000\n"  # out of range
+        "failover web {\n    address = 192.0.2.11 eth0:1\n    port = 80\n"
+        '    send = "unterminated\n'  # unterminated string
+        '    start_cmd = "true"\n    stop_cmd = "true"\n}\n'
+    )
+    res = pulse("--check", "-c", str(bad))
+    assert res.returncode == 2
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 3, res.stderr
+    assert all(re.match(rf"{re.escape(str(bad))}:\d+:\d+: ", ln) for ln in lines)
+    assert "did you mean 'keepalive'" in res.stderr
+
+
+def test_missing_file_exits_2() -> None:
+    res = pulse("--check", "-c", "/nonexistent/lvs.cf")
+    assert res.returncode == 2 and "/nonexistent/lvs.cf" in res.stderr
+
+
+def test_daemon_refuses_lvs_mode_with_clear_message(tmp_path: Path) -> None:
+    res = pulse("-n", "-c", str(ROOT / "tests" / "data" / "lvs_nat.cf"), "--pidfile", str(tmp_path / "p"))
+    assert res.returncode == 2
+    assert "service = lvs" in res.stderr and "not run" in res.stderr
+    assert not (tmp_path / "p").exists()
+
+
+def test_daemon_refuses_bad_file_with_positions(tmp_path: Path) -> None:
+    bad = tmp_path / "lvs.cf"
+    bad.write_text("primary = 192.0.2.300\n")
+    res = pulse("-n", "-c", str(bad), "--pidfile", str(tmp_path / "p"))
+    assert res.returncode == 2
+    assert f"{bad}:1:11:" in res.stderr
+
+
+# -- heartbeat intake: malformed or foreign packets are dropped and counted, never raised --------
+
+
+def test_bad_packets_are_dropped_and_counted() -> None:
+    cfg, _ = loads(EXAMPLE.read_text())
+    partner = str(cfg.backup)
+    d = Daemon(cfg, Membership(Role.PRIMARY, (cfg.backup,)), Options(test_start=True))  # type: ignore[arg-type]
+
+    async def feed() -> None:
+        d.loop = asyncio.get_running_loop()
+        from pyrhfos.daemon.services import ServiceSet
+
+        d.services = ServiceSet(cfg.active_failovers, None, cfg.deadtime, 1.0, d.now)
+        d.on_datagram(b"\x00" * 3, partner)  # truncated
+        d.on_datagram(b"XXXX" + bytes(40), partner)  # bad magic
+        d.on_datagram(encode_piranha(PiranhaMagic.HEARTBEAT_RUNNING), partner)  # LVS magic to a FOS node
+        good = Beat(Role.BACKUP, State.STANDBY, 1, bytes(8), 0, bytes(8))
+        d.on_datagram(encode(good), "192.0.2.99")  # a stranger
+        assert d.machine.partner.last() is None, "no invalid packet may count as a beat"
+        d.on_datagram(encode(good), partner)
+        assert d.machine.partner.state is State.STANDBY
+
+    asyncio.run(feed())
+    assert d.counters["dropped-unexpected-source"] == 1
+    assert d.counters["dropped-truncated"] == 1
+    assert d.counters["dropped-bad-magic"] == 1
+    assert d.counters["dropped-piranha-incompatible"] == 1
+    assert d.counters["beats-received"] == 1
+
+
+def test_no_second_log_copy_when_stderr_is_the_journal(tmp_path, monkeypatch) -> None:
+    """Under systemd, stderr is the journal: the syslog line is enough, a stderr copy doubles it."""
+    import logging
+    import os
+    import socket
+    import sys
+
+    from pyrhfos.cli.pulse import setup_logging
+
+    log = tmp_path / "log"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as fake_syslog, open(tmp_path / "err", "w") as err:
+        fake_syslog.bind(str(log))
+        monkeypatch.setattr(sys, "stderr", err)
+        st = os.fstat(err.fileno())
+        kinds = {}
+        for journal in (None, f"{st.st_dev}:{st.st_ino}"):
+            if journal is None:
+                monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+            else:
+                monkeypatch.setenv("JOURNAL_STREAM", journal)
+            setup_logging(nodaemon=True, verbose=False, syslog_address=str(log))
+            kinds[journal is not None] = sorted(type(h).__name__ for h in logging.getLogger("pulse").handlers)
+        setup_logging(nodaemon=True, verbose=False, syslog_address=str(tmp_path / "no-syslog"))
+        alone = [type(h).__name__ for h in logging.getLogger("pulse").handlers]
+    logging.getLogger("pulse").handlers.clear()
+    assert kinds == {False: ["StreamHandler", "SysLogHandler"], True: ["SysLogHandler"]}
+    assert alone == ["StreamHandler"]  # no syslog at all: stderr is the only witness, journal or not
