@@ -10,9 +10,9 @@ import os
 from .grammar import ConfigError, Diagnostic, parse
 from .model import Config
 from .validate import build
-from .writer import write
+from .writer import digest, write
 
-__all__ = ["ConfigError", "Diagnostic", "load", "loads", "write"]
+__all__ = ["ConfigError", "Diagnostic", "digest", "load", "loads", "write"]
 
 
 def loads(text: str, path: str = "<string>") -> tuple[Config, list[Diagnostic]]:

@@ -8,7 +8,6 @@ never take part in equality, so ``parse(write(parse(f))) == parse(f)``.
 from __future__ import annotations
 
 import enum
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
@@ -204,12 +203,3 @@ class Config:
         """Which node of this file a host with ``local_addresses`` is, if any."""
         mine = set(local_addresses)
         return next((r for r in Role if mine & set(self.node_addresses(r))), None)
-
-    def digest(self) -> bytes:
-        """8-byte digest of the canonical text: equal configs, equal digests.
-
-        Sent in every heartbeat so the nodes notice when their files differ.
-        """
-        from .writer import write  # writer imports the model: import late
-
-        return hashlib.sha256(write(self).encode("utf-8")).digest()[:8]

@@ -6,6 +6,7 @@ Driven by validate.KEYS, so reading and writing can never disagree on a key or i
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from .model import Config
@@ -41,3 +42,11 @@ def write(cfg: Config) -> str:
             lines.append(f"{_INDENT}}}")
         lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def digest(cfg: Config) -> bytes:
+    """8-byte digest of the canonical text: equal configs, equal digests.
+
+    Sent in every heartbeat so the nodes notice when their files differ.
+    """
+    return hashlib.sha256(write(cfg).encode("utf-8")).digest()[:8]

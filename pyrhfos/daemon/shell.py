@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import ConfigError, load
+from ..config import ConfigError, digest, load
 from ..config.model import Config
 from ..core import events as c
 from ..core.machine import Cluster, Timers
@@ -101,7 +101,7 @@ class Daemon:
         self.key = key
         # One guard per path: the same beat (same seq) arrives on the public and the private path.
         self.guards = {str(a): ReplayGuard(partner=membership.role.partner) for a in membership.partner_paths}
-        self.digest = cfg.digest()
+        self.digest = digest(cfg)
         self.boot_id = secrets.token_bytes(8)
         self.seq = 0
         self.counters: Counter[str] = Counter()
@@ -631,7 +631,7 @@ class Daemon:
                 s.garp.close()
         self.services = fresh
         self.cfg = new
-        self.digest = new.digest()
+        self.digest = digest(new)
         self.machine.timers = self._timers(new)
         await fresh.prepare_frames()
         failed = await fresh.acquire(added) if serving and added else []

@@ -26,15 +26,21 @@ def _age(seconds: float | None) -> str:
     return "never" if seconds is None else f"{seconds:.1f}s ago"
 
 
-def _when(stamp: float | None) -> str:
-    return "-" if stamp is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+def when(stamp: float | None, missing: str = "-") -> str:
+    """A status time stamp as local time; ``missing`` when there is none, "?" when it is not a time."""
+    if stamp is None:
+        return missing
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+    except (OverflowError, OSError, ValueError, TypeError):
+        return "?"
 
 
 def render(status: dict[str, Any]) -> str:
     """The one-screen text of ``pulse status``."""
     node, partner = status["node"], status["partner"]
     lines = [
-        f"this node: {node['role']}, {node['state'].upper()} since {_when(node['since'])} ({node['reason']})",
+        f"this node: {node['role']}, {node['state'].upper()} since {when(node['since'])} ({node['reason']})",
         f"           pid {node['pid']}, {node['config']} (serial {node['serial']})",
     ]
     if partner["addresses"]:
@@ -55,12 +61,12 @@ def render(status: dict[str, Any]) -> str:
             f"  {s['name']:<16} {s['vip']} on {s['label']} port {s['port']}: "
             f"{'HELD' if s['held'] else 'not held'}, probe {s['probe']}"
             + (f" ({s['probe_reason']})" if s["probe_reason"] and s["probe"] != "ok" else "")
-            + f", since {_when(s['last_change'])}"
+            + f", since {when(s['last_change'])}"
         )
     counters = ", ".join(f"{k} {v}" for k, v in sorted(status["counters"].items()))
     lines.append(f"counters:  {counters or 'none'}")
     events = status.get("events", [])[-5:]
     if events:
         lines.append("recent:")
-        lines += [f"  {_when(e['time'])} {e['message']}" for e in events]
+        lines += [f"  {when(e['time'])} {e['message']}" for e in events]
     return "\n".join(lines)
