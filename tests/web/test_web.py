@@ -11,6 +11,7 @@ import re
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,9 @@ import pytest
 
 from pyrhfos.config import load, loads, write
 from pyrhfos.web import app as webapp
-from pyrhfos.web import edits, passwd
+from pyrhfos.web import auth, edits, passwd
+from pyrhfos.web import control as webcontrol
+from pyrhfos.web.common import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "etc" / "lvs.cf.example"
@@ -76,7 +79,7 @@ def test_passwd_refusals(tmp_path: Path, capsys: Any) -> None:
 def test_passwd_prompts_twice(tmp_path: Path) -> None:
     path = tmp_path / "piranha.passwd"
     code = "import sys, getpass; getpass.getpass = lambda p='': sys.stdin.readline().rstrip('\\n');"
-    code += "from pyrhfos.passwd import main; sys.exit(main(sys.argv[1:]))"
+    code += "from pyrhfos.web.passwd import main; sys.exit(main(sys.argv[1:]))"
     argv = [sys.executable, "-c", code, "--passwd-file", str(path)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     differ = subprocess.run(
@@ -107,13 +110,13 @@ def env(tmp_path: Path) -> dict[str, Any]:
     pw = tmp_path / "piranha.passwd"
     pw.write_text(passwd.hash_password(PASSWORD, **FAST) + "\n")
     clock = Clock()
-    settings = webapp.Settings(
+    settings = Settings(
         config=cfg,
         passwd_file=pw,
         socket=str(tmp_path / "none.sock"),
         initscript=str(tmp_path / "initscript"),
     )
-    app = webapp.create_app(settings, webapp.Throttle(clock=clock))
+    app = webapp.create_app(settings, auth.Throttle(clock=clock))
     app.config["TESTING"] = True
     return {"app": app, "client": app.test_client(), "cfg": cfg, "pw": pw, "clock": clock, "tmp": tmp_path}
 
@@ -209,7 +212,7 @@ def test_login_throttled_after_failures(env: dict[str, Any]) -> None:
 
 def test_throttle_grows_and_is_per_address() -> None:
     clock = Clock()
-    t = webapp.Throttle(clock=clock, free=2, base=1, cap=8)
+    t = auth.Throttle(clock=clock, free=2, base=1, cap=8)
     for _ in range(2):
         t.failure("a")
     assert t.wait("a") == 1 and t.wait("b") == 0
@@ -389,7 +392,7 @@ def test_control_actions_use_argv_without_shell(env: dict[str, Any]) -> None:
     text = resp.get_data(as_text=True)
     assert "init stop called with 1 args" in text and "exit status <strong>3</strong>" in text
     assert client.post("/piranha/control/rm%20-rf", data={"csrf_token": csrf_of(page)}).status_code == 404
-    argv = webapp._action_argv(env["app"].extensions["piranha"]["settings"], "sync")
+    argv = webcontrol.action_argv(env["app"].extensions["piranha"]["settings"], "sync")
     assert argv[-5:] == ["sync", "-c", str(env["cfg"]), "--socket", str(tmp / "none.sock")]
 
 
@@ -405,6 +408,18 @@ def test_listen_option() -> None:
     assert webapp.parse_listen("192.0.2.100:3636") == ("192.0.2.100", 3636)
     with pytest.raises(argparse.ArgumentTypeError):
         webapp.parse_listen("3636")
+
+
+def test_when_filter_shows_local_time_and_age() -> None:
+    """The templates' ``when``: the status formatter's local time, plus the age; never a traceback."""
+    from pyrhfos.daemon import status
+
+    stamp = time.time() - 42
+    assert webapp.when_ago(stamp) == f"{status.when(stamp)} (42 s ago)"
+    assert webapp.when_ago(time.time() + 600).endswith(" (0 s ago)")  # a partner's clock ahead
+    assert webapp.when_ago(None) == "never"
+    assert webapp.when_ago("soon") == "?"  # type: ignore[arg-type]  # JSON from the socket: any type
+    assert webapp.when_ago(float("nan")) == "?"
 
 
 STATUS = {
@@ -509,7 +524,7 @@ def test_logout_ends_the_session_for_a_copied_cookie(env: dict[str, Any]) -> Non
 
 def test_session_idle_and_absolute_limits() -> None:
     now = [0.0]
-    sessions = webapp.Sessions(clock=lambda: now[0], idle=60, absolute=300)
+    sessions = auth.Sessions(clock=lambda: now[0], idle=60, absolute=300)
     sid = sessions.start()
     for _ in range(5):
         now[0] += 50
@@ -542,7 +557,7 @@ def test_damaged_passwd_file_refuses_login_cleanly(tmp_path: Path, record: str) 
 
 
 def test_throttle_counts_before_checking_and_keys_ipv6_by_64() -> None:
-    t = webapp.Throttle(clock=lambda: 0.0, free=2)
+    t = auth.Throttle(clock=lambda: 0.0, free=2)
     assert t.key("2001:db8::1") == t.key("2001:db8::ffff") != t.key("2001:db8:0:1::1")
     t.failure("2001:db8::1")
     t.failure("2001:db8::2")

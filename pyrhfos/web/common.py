@@ -1,0 +1,45 @@
+"""What every piranha-gui page shares: its Settings, the /piranha blueprint they are routed on, and
+the per-app state (throttle, sessions, locks, pending edits) that ``create_app`` keeps in app.extensions.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, current_app
+
+from ..defaults import SOCKET
+
+DEFAULT_INITSCRIPT = "/etc/rc.d/init.d/pulse"
+PREFIX = "/piranha"
+
+# One blueprint for every module's pages, so endpoints stay "piranha.<view>" (the templates' url_for).
+bp = Blueprint("piranha", __name__, url_prefix=PREFIX)
+
+
+@dataclass
+class Settings:
+    config: Path
+    passwd_file: Path
+    socket: str = SOCKET
+    initscript: str = DEFAULT_INITSCRIPT
+    pulse: str = ""  # the pulse executable; "" = the one installed beside this Python
+    command_timeout: float = 120.0
+
+    def pulse_argv(self) -> list[str]:
+        if self.pulse:
+            return [self.pulse]
+        beside = Path(sys.executable).parent / "pulse"
+        return [str(beside)] if beside.exists() else [sys.executable, "-m", "pyrhfos.cli"]
+
+
+def ext() -> dict[str, Any]:
+    """This app's state: settings, throttle, sessions, pending, action_lock, save_lock."""
+    return current_app.extensions["piranha"]
+
+
+def settings() -> Settings:
+    return ext()["settings"]
