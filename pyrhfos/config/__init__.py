@@ -1,4 +1,4 @@
-"""lvs.cf: grammar (text -> tree), model (typed objects), validation, writer.
+"""lvs.cf: grammar (text -> tree), model, keys (the key table), validate (tree -> model), writer.
 
 Public API: ``load``/``loads`` read and validate a file, ``write`` gives its canonical text.
 """

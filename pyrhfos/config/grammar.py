@@ -1,12 +1,13 @@
 """The lvs.cf grammar: pyparsing turns text into a tree of positioned statements.
 
 Owns the lexical and block-structure errors (bad lines, unterminated strings and braces)
-and the Diagnostic/ConfigError types; which keys exist and what they mean is validate.py's.
+and the Diagnostic/ConfigError types; which keys exist is keys.py's, what they mean validate.py's.
 """
 
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyparsing as pp
@@ -132,7 +133,8 @@ def _build() -> pp.ParserElement:
 
 
 def _value(s: str, loc: int, t: pp.ParseResults) -> Value:
-    kind = next(k for k in ("word", "dq", "sq", "unterminated") if t.get(k) is not None)
+    # The regex sets every named group, the ones that did not match to None.
+    kind = next(k for k in ("word", "dq", "sq", "unterminated") if t[k] is not None)
     return Value(kind, t[0], loc)
 
 
@@ -233,5 +235,5 @@ def parse(text: str, path: str = "<string>") -> tuple[Block, list[Diagnostic]]:
     return root, diags
 
 
-def _unclosed(block: Block, error) -> None:
+def _unclosed(block: Block, error: Callable[[int, str], None]) -> None:
     error(block.loc, f"'{block.kind} {block.name} {{' is never closed: missing '}}'")

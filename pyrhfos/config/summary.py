@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from ipaddress import IPv4Address
 
+from .keys import Seconds, escape
 from .model import Config, Failover, ServiceKind, Virtual
-from .validate import Seconds, escape
 
 _seconds = Seconds().write
 

@@ -1,6 +1,6 @@
 """The canonical lvs.cf text of a model: Piranha GUI order and style, strings re-escaped.
 
-Driven by validate.KEYS, so reading and writing can never disagree on a key or its format;
+Driven by keys.KEYS, so reading and writing can never disagree on a key or its format;
 ``loads(write(cfg))`` gives back ``cfg``.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from .keys import KEYS
 from .model import Config
-from .validate import KEYS
 
 _INDENT = "    "
 

@@ -25,8 +25,8 @@ from typing import Any
 
 from ..config import ConfigError, Diagnostic, loads, write
 from ..config.grammar import Value
+from ..config.keys import BY_SECTION, BadValue, escape, unescape
 from ..config.model import Config, DeviceAddress, Failover
-from ..config.validate import BY_SECTION, BadValue, escape, unescape
 from ..fileutil import BACKUP_STAMP, atomic_write
 
 FORBIDDEN = set('\n\r{}"\x00')  # in fields that are not quoted free text (names, addresses, numbers)

@@ -12,9 +12,9 @@ import pytest
 
 from pyrhfos.config import ConfigError, Diagnostic, digest, load, loads, write
 from pyrhfos.config.grammar import _Lines, parse
+from pyrhfos.config.keys import KEYS
 from pyrhfos.config.model import Position
 from pyrhfos.config.summary import format_summary, role
-from pyrhfos.config.validate import KEYS
 from pyrhfos.net.host import local_ipv4_addresses
 
 ROOT = Path(__file__).resolve().parents[2]

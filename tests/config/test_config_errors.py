@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pyrhfos.config import ConfigError, loads
+from pyrhfos.config import ConfigError, load, loads, write
 
 GOOD = """\
 primary = 192.168.1.10
@@ -375,10 +375,7 @@ def test_near_miss_with_punctuation():
 
 def test_seconds_have_an_upper_bound():
     """A day at most: a lease of ceil(deadtime) s must stay below the kernel's "forever" lifetime."""
-    from pyrhfos.config import ConfigError, loads, write
-    from pyrhfos.config import load as load_file
-
-    text = write(load_file(Path(__file__).resolve().parents[2] / "etc" / "lvs.cf.example")[0])
+    text = write(load(Path(__file__).resolve().parents[2] / "etc" / "lvs.cf.example")[0])
     for key in ("deadtime", "keepalive"):
         lines = text.split("\n")
         bad = "\n".join(f"{key} = 4294967295" if ln.startswith(f"{key} =") else ln for ln in lines)

@@ -8,8 +8,8 @@ from ipaddress import IPv4Address as A
 import pytest
 
 from pyrhfos.config import ConfigError, loads
-from pyrhfos.config.model import DeviceAddress, NetworkMode, RshCommand, ServiceKind
-from pyrhfos.config.validate import KEYS, default
+from pyrhfos.config.keys import KEYS
+from pyrhfos.config.model import Config, DeviceAddress, NetworkMode, RshCommand, ServiceKind
 
 # Minimal valid files. "@" marks where the line under test goes; a key already in the
 # base file is dropped from it first, so each key can be tested in its own section.
@@ -213,7 +213,7 @@ def test_missing_value(section, key, good, expected, bad, message):
 
 def test_defaults_come_from_the_model():
     cfg, _ = loads(make("global", "serial_no", "1")[0])
-    assert cfg.keepalive == default("global", "keepalive") == 6.0
+    assert cfg.keepalive == Config().keepalive == 6.0  # the model's default
     assert cfg.deadtime == 18.0 and cfg.heartbeat_port == 539 and cfg.heartbeat is True
     assert cfg.network is NetworkMode.NAT and cfg.rsh_command is RshCommand.RSH
     assert cfg.debug_level == "NONE" and cfg.backup_active is False

@@ -11,8 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyrhfos.config import digest, load, loads, write
-from pyrhfos.config.model import Config, DeviceAddress, Failover, Server, ServiceKind, Virtual
-from pyrhfos.config.validate import (
+from pyrhfos.config.keys import (
     KEYS,
     Bool,
     Choice,
@@ -25,6 +24,7 @@ from pyrhfos.config.validate import (
     Str,
     Word,
 )
+from pyrhfos.config.model import Config, DeviceAddress, Failover, Server, ServiceKind, Virtual
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = sorted((ROOT / "tests" / "data").glob("*.cf")) + [ROOT / "etc" / "lvs.cf.example"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pyrhfos.config.validate import KEYS
+from pyrhfos.config.keys import KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
 PULSE_8 = ROOT / "man" / "pulse.8"
