@@ -65,8 +65,11 @@ def frames_stdlib(mac: str, ip: IPv4Address) -> list[bytes]:
     return [f.ljust(MIN_FRAME, b"\0") for f in (request, reply)]
 
 
+CHILD_MODULE = "pyrhfos.net.arp"  # this module, run as ``python -m`` in the frame-building child
+
+
 def _child_argv(requests: Sequence[Request]) -> list[str]:
-    argv = [sys.executable, "-m", "pyrhfos.arp", "build"]
+    argv = [sys.executable, "-m", CHILD_MODULE, "build"]
     for mac, ip in requests:
         argv += [mac, str(ip)]
     return argv
@@ -180,7 +183,7 @@ class GarpSender:
 
 def _main(argv: Sequence[str]) -> int:
     if len(argv) < 3 or argv[0] != "build" or len(argv) % 2 != 1:
-        print("usage: python -m pyrhfos.arp build MAC IP [MAC IP ...]", file=sys.stderr)
+        print(f"usage: python -m {CHILD_MODULE} build MAC IP [MAC IP ...]", file=sys.stderr)
         return 2
     pairs = list(zip(argv[1::2], argv[2::2], strict=True))
     out = {

@@ -22,7 +22,7 @@ SHELL = "/bin/sh"
 
 # Pipes still held open by processes a command left running (e.g. a service started with `&`).
 # They are drained (and discarded) until those processes exit, so the service never blocks on a full
-# pipe nor dies of SIGPIPE; close_lingering() drops them when the daemon exits.
+# pipe nor dies of SIGPIPE; each leaves this set when its last writer closes it.
 _lingering: set[asyncio.BaseTransport] = set()
 
 
@@ -169,11 +169,3 @@ async def run_command(
         output += f"\n[killed after {timeout} s timeout]"
     return CommandResult(cmd, returncode, output, timed_out, time.monotonic() - start)
 
-
-def close_lingering() -> int:
-    """Stop draining pipes that background processes still hold (at daemon exit); returns how many."""
-    count = len(_lingering)
-    for transport in list(_lingering):
-        transport.close()
-    _lingering.clear()
-    return count

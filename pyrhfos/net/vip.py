@@ -146,6 +146,7 @@ class VipManager:
         Errors whose code is in ``ignore`` are not errors (a VIP that went away by itself meanwhile).
         """
         if self._batch is None:
+            # Imported here like IPRoute in __init__: importing this module must not load pyroute2.
             from pyroute2 import IPBatch
             from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
@@ -190,14 +191,6 @@ class VipManager:
     def interface_mac(self, interface: str) -> str:
         link = self._ipr.get_links(self._index(interface))[0]
         return link.get_attr("IFLA_ADDRESS")
-
-    @_in_netlink_thread
-    def local_addresses(self) -> list[IPv4Address]:
-        return [IPv4Address(m.get_attr("IFA_LOCAL", m.get_attr("IFA_ADDRESS"))) for m in self._addrs()]
-
-    @_in_netlink_thread
-    def present(self, ip: IPv4Address) -> bool:
-        return IPv4Address(ip) in self.local_addresses()
 
     @_in_netlink_thread
     def prefixlen_for(self, interface: str, ip: IPv4Address) -> int:
@@ -300,7 +293,8 @@ class VipManager:
 
     @_in_netlink_thread
     def remove_all(self, vips: Sequence[tuple[IPv4Address, str]]) -> list[bool]:
-        """``remove`` for many VIPs in one dump and one batch; True for each that was there."""
+        """Drop each VIP from its label's interface in one dump and one batch; True for each that was
+        there (an absent VIP, or one on a vanished interface, is fine)."""
         links = {link.get_attr("IFLA_IFNAME"): link["index"] for link in self._ipr.get_links()}
         current = {(m["index"], m.get_attr("IFA_LOCAL", m.get_attr("IFA_ADDRESS"))): m for m in self._addrs()}
         found, batch = [], []
@@ -313,22 +307,3 @@ class VipManager:
         if batch:
             self._batch_send("del", batch, ignore=(EADDRNOTAVAIL,))
         return found
-
-    @_in_netlink_thread
-    def remove(self, ip: IPv4Address, label: str) -> bool:
-        """Drop the VIP from the label's interface; True if it was there (absent is fine)."""
-        ip = IPv4Address(ip)
-        interface = self._check_label(label)
-        if not self.interface_exists(interface):
-            return False  # the interface is gone, and the address with it
-        index = self._index(interface)
-        existing = self._find(index, ip)
-        if existing is None:
-            return False
-        try:
-            self._ipr.addr("del", index=index, address=str(ip), prefixlen=existing["prefixlen"])
-        except self._netlink_error as exc:
-            if exc.code == EADDRNOTAVAIL:  # it expired or went away meanwhile
-                return False
-            raise VipError(f"ip addr del {ip}: {exc}") from exc
-        return True

@@ -82,7 +82,7 @@ def test_daemon_modules_do_not_load_scapy():
         "import sys\n"
         "def rss(): return int(open('/proc/self/statm').read().split()[1]) * 4096 / 2**20\n"
         "base = rss()\n"
-        "import pyrhfos.arp, pyrhfos.vip\n"
+        "import pyrhfos.net.arp, pyrhfos.net.vip\n"
         "assert 'scapy' not in sys.modules, 'scapy imported'\n"
         "a = rss()\n"
         "from pyrhfos.net.vip import VipManager\n"
@@ -95,7 +95,7 @@ def test_daemon_modules_do_not_load_scapy():
     assert out.returncode == 0, out.stderr
     base, imported, with_vm = (float(x) for x in out.stdout.split())
     print(
-        f"\nRSS: bare interpreter {base:.1f} MB; import pyrhfos.arp+vip {imported:.1f} MB; "
+        f"\nRSS: bare interpreter {base:.1f} MB; import pyrhfos.net.arp+vip {imported:.1f} MB; "
         f"after a VipManager (pyroute2) {with_vm:.1f} MB"
     )
 

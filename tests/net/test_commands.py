@@ -141,11 +141,18 @@ def test_cancel_kills_the_tree():
     assert pids and gone(pids)
 
 
-def test_close_lingering():
-    async def scenario() -> int:
+def test_lingering_pipe_is_dropped_when_its_holder_exits():
+    """A background process keeps the output pipe: drained while it lives, dropped when it exits."""
+
+    async def scenario() -> tuple[int, int]:
         r = await run_command("sleep 0.5 &", timeout=5)
         assert r.ok
-        return commands.close_lingering()
+        held = len(commands._lingering)
+        for _ in range(150):  # the sleep exits after 0.5 s; its pipe closes with it
+            if not commands._lingering:
+                break
+            await asyncio.sleep(0.02)
+        return held, len(commands._lingering)
 
-    assert asyncio.run(scenario()) == 1
+    assert asyncio.run(scenario()) == (1, 0)
     assert not commands._lingering
