@@ -1,26 +1,25 @@
 """A pulse pair on the namespace lab: lvs.cf per node, start/stop/kill pulse, a client prober.
 
 Shared by ``make demo``, the integration tests and the benchmarks, so all three
-exercise the same cluster the same way.
+exercise the same cluster the same way. The client's requests are client.py, run in the client node.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from pyrhfos.config.model import Config
+from pyrhfos.config import loads, write
+from pyrhfos.config.model import Config, DeviceAddress
+from pyrhfos.daemon.control import answers
 
 from .lab import Lab
 
@@ -95,9 +94,6 @@ class Testbed:
         global_settings: dict[str, Any],
     ) -> Path:
         """The shipped example with the lab's addresses: what the demo tells admins to edit."""
-        from pyrhfos.config import loads
-        from pyrhfos.config.model import DeviceAddress
-
         cfg, _ = loads(EXAMPLE.read_text(), str(EXAMPLE))
         start, stop = self.service_commands()
         failover = dataclasses.replace(
@@ -129,8 +125,6 @@ class Testbed:
 
     def save_config(self, cfg: Config) -> Path:
         """Write ``cfg`` as both nodes' lvs.cf (one file: the lab's nodes share this disk)."""
-        from pyrhfos.config import write
-
         self.cfg = cfg
         self.config_path.write_text(write(cfg))
         return self.config_path
@@ -166,8 +160,6 @@ class Testbed:
         logf.close()
         self.pulses[name] = proc
         if wait:
-            from pyrhfos.daemon.control import answers
-
             sock = str(self.socket_path(name))
             wait_until(lambda: proc.poll() is not None or answers(sock), 30, 0.05)
         return proc
@@ -250,7 +242,7 @@ class Testbed:
     def fetch(self, timeout: float = 1.0) -> str | None:
         """One request from the client to VIP:80; the answering node's name, or None."""
         res = self.client.run(
-            sys.executable, "-m", "pyrhfos_lab.testbed", "fetch", VIP, "80", str(timeout),
+            sys.executable, "-m", "pyrhfos_lab.client", "fetch", VIP, "80", str(timeout),
             check=False, timeout=10,
         )  # fmt: skip
         return res.stdout.strip() or None
@@ -261,64 +253,11 @@ class Testbed:
 
     def start_prober(self, interval: float = 0.01, limit: float = 0.05) -> subprocess.Popen[Any]:
         """A client process that tries VIP:80 every ``interval`` s and prints one JSON line per try."""
-        argv = [sys.executable, "-m", "pyrhfos_lab.testbed", "probe", VIP, "80", str(interval), str(limit)]
+        argv = [sys.executable, "-m", "pyrhfos_lab.client", "probe", VIP, "80", str(interval), str(limit)]
         return self.client.popen(argv, stdout=subprocess.PIPE)
-
-
-def fetch_once(host: str, port: int, timeout: float) -> str | None:
-    """Connect, read the tiny service's answer, return the node name in its body."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as s:
-            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            data = b""
-            while chunk := s.recv(4096):
-                data += chunk
-    except OSError:
-        return None
-    body = data.split(b"\r\n\r\n", 1)[-1].strip()
-    return body.decode(errors="replace") or None
-
-
-def probe_forever(host: str, port: int, interval: float, limit: float) -> None:
-    """Print ``{"t": wall time, "who": name|null}`` per attempt until killed."""
-    next_at = time.monotonic()
-    while True:
-        t = time.time()
-        who = fetch_once(host, port, limit)
-        sys.stdout.write(json.dumps({"t": t, "who": who}) + "\n")
-        sys.stdout.flush()
-        next_at += interval
-        time.sleep(max(0.0, next_at - time.monotonic()))
 
 
 def outage(samples: list[dict[str, Any]], fault_at: float, new: str) -> float | None:
     """Seconds from the fault to the first answer from ``new`` (None if it never answered)."""
     first = next((s["t"] for s in samples if s["t"] >= fault_at and s["who"] == new), None)
     return None if first is None else first - fault_at
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pyrhfos_lab.testbed")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    f = sub.add_parser("fetch")
-    f.add_argument("host")
-    f.add_argument("port", type=int)
-    f.add_argument("timeout", type=float)
-    p = sub.add_parser("probe")
-    p.add_argument("host")
-    p.add_argument("port", type=int)
-    p.add_argument("interval", type=float)
-    p.add_argument("limit", type=float)
-    args = parser.parse_args(argv)
-    if args.cmd == "fetch":
-        print(fetch_once(args.host, args.port, args.timeout) or "")
-        return 0
-    try:
-        probe_forever(args.host, args.port, args.interval, args.limit)
-    except (KeyboardInterrupt, BrokenPipeError):
-        pass
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
