@@ -168,4 +168,3 @@ async def run_command(
     if timed_out:
         output += f"\n[killed after {timeout} s timeout]"
     return CommandResult(cmd, returncode, output, timed_out, time.monotonic() - start)
-
