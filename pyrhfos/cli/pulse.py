@@ -18,14 +18,8 @@ from .. import __version__
 from ..config.model import ServiceKind
 from ..config.summary import format_summary
 from ..daemon.control import COMMANDS
-from ..daemon.shell import Daemon, Options
-from ..daemon.startup import (
-    StartupError,
-    check_interfaces,
-    find_membership,
-    pidfile_owner,
-    read_heartbeat_key,
-)
+from ..daemon.shell import Options, serve
+from ..daemon.startup import StartupError, check_host, pidfile_owner, read_heartbeat_key
 from ..defaults import PIDFILE, SOCKET
 from ..fileutil import atomic_write
 from ..net.host import local_ipv4_addresses
@@ -181,8 +175,7 @@ def run_daemon(args: argparse.Namespace, path: str) -> int:
         )
         return EXIT_CONFIG
     try:
-        membership = find_membership(cfg, local_ipv4_addresses())
-        check_interfaces(cfg)
+        membership = check_host(cfg)
         key = read_heartbeat_key(cfg)
     except StartupError as e:
         print(e.render(path), file=sys.stderr)
@@ -209,7 +202,7 @@ def run_daemon(args: argparse.Namespace, path: str) -> int:
         log.error("cannot write pid file %s: %s", args.pidfile, e)
         return 1
     try:
-        return asyncio.run(Daemon(cfg, membership, opts, key).run())
+        return asyncio.run(serve(cfg, membership, opts, key))
     except StartupError as e:
         log.error("%s", e.render(path))
         return EXIT_CONFIG

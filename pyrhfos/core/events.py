@@ -76,16 +76,20 @@ class PartnerServiceFailed:
 
 @dataclass(frozen=True)
 class ReleaseRequest:
-    """The administrator asked this (active) node to hand over."""
+    """The administrator asked this (active) node to hand over (``pulse release``); answered by Answer."""
 
     reason: str = "administrator request"
 
 
 @dataclass(frozen=True)
 class TakeoverRequest:
-    """The administrator asked this (standby) node to take over."""
+    """The administrator asked this (standby) node to take over (``pulse takeover``); answered by Answer.
+
+    ``failing`` names this node's services whose own probes fail: taking them over would be an outage.
+    """
 
     reason: str = "administrator request"
+    failing: tuple[str, ...] = ()
 
 
 Event = (
@@ -161,8 +165,16 @@ class Notice:
 
 
 @dataclass(frozen=True)
+class Answer:
+    """The reply to an administrator's request: done (``ok``) or refused, and why."""
+
+    ok: bool
+    message: str
+
+
+@dataclass(frozen=True)
 class Exit:
     """Everything is released and the last beat sent: the daemon may exit."""
 
 
-Action = StateChanged | SendBeat | Acquire | Release | Announce | RestartService | Notice | Exit
+Action = StateChanged | SendBeat | Acquire | Release | Announce | RestartService | Notice | Answer | Exit

@@ -1,8 +1,9 @@
 """The failover state machine: events in, actions out; pure (no sockets, clock or processes).
 
-``Cluster.handle(event, now)`` is the only entry point; the daemon carries out the
-returned actions and calls ``handle(Tick(), now)`` no later than ``next_deadline()``.
-The transition table is documented in docs/state-machine.md and walked by the tests.
+``Cluster.handle(event, now)`` is the only entry point for events; the daemon carries out the
+returned actions and calls ``handle(Tick(), now)`` no later than ``next_deadline()``. The rules are
+grouped by state, each tagged with its row of docs/state-machine.md ([T9]; administrator requests
+[A1]..), and the tests walk every row.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from .events import (
     AcquireDone,
     Action,
     Announce,
+    Answer,
     BeatReceived,
     Event,
     Exit,
@@ -30,9 +32,8 @@ from .events import (
     StateChanged,
     Stop,
     TakeoverRequest,
-    Tick,
 )
-from .vocab import Role, State
+from .vocab import ProbeMode, Role, State
 
 # -- the machine ------------------------------------------------------------
 
@@ -126,6 +127,19 @@ class Cluster:
     def in_holddown(self, now: float) -> bool:
         return now < self.hold_until
 
+    def probe_mode(self, now: float, busy: bool = False) -> ProbeMode | None:
+        """Whose services this node's probes watch now, or None when a probe would mean nothing.
+
+        ``busy``: commands or VIP changes are under way here, so a probe would catch them half-done.
+        """
+        if busy:
+            return None
+        if self.state is State.ACTIVE:
+            return ProbeMode.LOCAL
+        if self.state is State.STANDBY and self.partner_alive(now) and self.partner.state is State.ACTIVE:
+            return ProbeMode.PARTNER
+        return None
+
     def next_deadline(self) -> float | None:
         """The latest time at which the daemon must feed a Tick."""
         if self.state is State.STOPPED:
@@ -154,66 +168,34 @@ class Cluster:
     # -- the entry point ----------------------------------------------------
 
     def handle(self, event: Event, now: float) -> list[Action]:
+        """One event: what the partner said is learnt, the current state's rules for the event run,
+        then the rules of the state it is now in that hold at any time, then a beat if one is due."""
         out: list[Action] = []
-        if self.state is State.STOPPED:
+        if self.state is State.STOPPED:  # [T33]
             return out
         self._check_stall(now, out)
         self.last_now = now
-        match event:
-            case Start():
-                self._on_start(now, out)
-            case BeatReceived():
-                self._on_beat(event, now, out)
-            case Tick():
-                pass
-            case AcquireDone(ok=ok, reason=reason):
-                if not ok and self.state is State.ACTIVE:
-                    self.hold_until = now + self.timers.holddown
-                    self._release(now, f"start failed: {reason}", out)
-            case ServicesStopped():
-                if self.state is State.RELEASING and self.stopping:
-                    # Planned stop: our services are down, so tell the partner now; it takes
-                    # over while our VIPs go, instead of after (no gap for clients to fall in).
-                    out.append(SendBeat(State.RELEASING, leaving=True))
-            case ReleaseDone():
-                self._on_release_done(now, out)
-            case Stop(reason=reason):
-                self._on_stop(now, reason, out)
-            case LocalServiceFailed():
-                self._on_local_failure(event, now, out)
-            case PartnerServiceFailed(name=name, reason=reason):
-                if self.state is State.STANDBY and self.want_takeover is None:
-                    if self.in_holddown(now):
-                        out.append(Notice(f"partner's service {name} failed, but this node is in hold-down"))
-                    else:
-                        self._ask_partner_to_release(now, f"partner's service {name} failed: {reason}", out)
-            case ReleaseRequest(reason=reason):
-                if self.state is State.ACTIVE:
-                    self.hold_until = now + self.timers.holddown
-                    self._release(now, reason, out)
-            case TakeoverRequest(reason=reason):
-                if self.state is State.STANDBY:
-                    self.hold_until = 0.0
-                    self._ask_partner_to_release(now, reason, out)
-        self._evaluate(now, out)
-        self._beat_if_due(now, out)
+        if isinstance(event, BeatReceived):
+            self._learn(event, now)
+        elif isinstance(event, Stop):
+            self.stopping = True
+        on_event = {
+            State.STARTING: self._starting,
+            State.STANDBY: self._standby,
+            State.ACTIVE: self._active,
+            State.RELEASING: self._releasing,
+        }[self.state]
+        on_event(event, now, out)
+        if self.state is State.STARTING:
+            self._starting_conditions(now, out)
+        elif self.state is State.STANDBY:
+            self._standby_conditions(now, out)
+        self._beat_if_due(now, out)  # [T32]
         return out
 
-    # -- handlers -----------------------------------------------------------
+    # -- what the partner's beats say, whatever our state -------------------
 
-    def _on_start(self, now: float, out: list[Action]) -> None:
-        if self.started_at is not None:
-            return
-        self.started_at = now
-        self.silence_base = now
-        self.since = now
-        if self.solo:
-            self._activate(now, "no backup node (backup_active = 0)", out)
-        elif self.role is Role.BACKUP:
-            self._set(State.STANDBY, now, "backup waits for the primary", out)
-        # The primary stays STARTING and listens; _evaluate decides.
-
-    def _on_beat(self, beat: BeatReceived, now: float, out: list[Action]) -> None:
+    def _learn(self, beat: BeatReceived, now: float) -> None:
         p = self.partner
         was_alive = self.partner_alive(now)
         was_state = p.state
@@ -239,82 +221,164 @@ class Cluster:
             # Stepping down while alive means it wants us to serve (a failed
             # service, a manual release): take over now, not after deadtime.
             p.gave_up = was_alive and was_state in ACTIVE_STATES
-        if beat.stopme and self.state is State.ACTIVE:
-            # Our service failed as the partner sees it: do not take it straight back.
-            self.hold_until = now + self.timers.holddown
-            self._release(now, "partner asked this node to release (it is taking over)", out)
+
+    # -- STARTING -----------------------------------------------------------
+
+    def _starting(self, event: Event, now: float, out: list[Action]) -> None:
+        match event:
+            case Start() if self.started_at is None:
+                self.started_at = now
+                self.silence_base = now
+                self.since = now
+                if self.solo:  # [T1]
+                    self._activate(now, "no backup node (backup_active = 0)", out)
+                elif self.role is Role.BACKUP:  # [T2]
+                    self._set(State.STANDBY, now, "backup waits for the primary", out)
+                # [T3] the primary stays STARTING and listens; its conditions decide.
+            case Stop(reason=reason):  # [T8]
+                self._finish(now, out, reason)
+            case ReleaseRequest() | TakeoverRequest():
+                out.append(self._wrong_state(event))
+
+    def _starting_conditions(self, now: float, out: list[Action]) -> None:
+        if self.started_at is None:
             return
-        if self.state is State.ACTIVE and beat.state is State.ACTIVE:
-            # Double active (a healed partition): the primary keeps the VIPs,
-            # as Piranha did; the backup releases at once.
-            if self.role is Role.BACKUP:
-                self._release(now, "both nodes active: the primary keeps the services", out)
-            else:
-                out.append(Announce("both nodes active: the primary keeps the services"))
-
-    def _on_release_done(self, now: float, out: list[Action]) -> None:
-        if self.state is not State.RELEASING:
-            return
-        if self.stopping:
-            self._finish(now, out)
-        else:
-            self._set(State.STANDBY, now, "services released", out)
-
-    def _on_stop(self, now: float, reason: str, out: list[Action]) -> None:
-        self.stopping = True
-        if self.state is State.ACTIVE:
-            self._release(now, f"stopping ({reason})", out)
-        elif self.state is not State.RELEASING:
-            self._finish(now, out, reason)
-
-    def _on_local_failure(self, ev: LocalServiceFailed, now: float, out: list[Action]) -> None:
-        if self.state is not State.ACTIVE:
-            return
-        if self.partner_alive(now) and self.partner.state is State.STANDBY and not self.partner.hold:
-            self.hold_until = now + self.timers.holddown
-            self._release(now, f"service {ev.name} failed ({ev.reason}): handing over to the partner", out)
-        else:
-            why = "partner is in hold-down" if self.partner_alive(now) else "partner is not available"
-            out.append(RestartService(ev.name, f"{ev.reason}; {why}"))
-
-    # -- the rules evaluated after every event ------------------------------
-
-    def _evaluate(self, now: float, out: list[Action]) -> None:
         p = self.partner
-        if self.state is State.STARTING and self.started_at is not None:
-            if p.state in ACTIVE_STATES:
-                self._set(State.STANDBY, now, "partner is already active", out)
-                if self.force_active:
-                    self._ask_partner_to_release(now, "started with --forceactive", out)
-            elif p.state is not None and p.state is not State.STOPPED:
-                self._activate(now, f"partner is {p.state.name.lower()}: the primary takes the services", out)
-            elif now >= self.started_at + self.timers.listen:
-                self._activate(now, f"no active partner heard in {self.timers.listen:g} s", out)
+        if p.state in ACTIVE_STATES:  # [T4]
+            self._set(State.STANDBY, now, "partner is already active", out)
+            if self.force_active:  # [T5]
+                self._ask_partner_to_release(now, "started with --forceactive", out)
+        elif p.state is not None and p.state is not State.STOPPED:  # [T6]
+            self._activate(now, f"partner is {p.state.name.lower()}: the primary takes the services", out)
+        elif now >= self.started_at + self.timers.listen:  # [T7]
+            self._activate(now, f"no active partner heard in {self.timers.listen:g} s", out)
+
+    # -- STANDBY ------------------------------------------------------------
+
+    def _standby(self, event: Event, now: float, out: list[Action]) -> None:
+        match event:
+            case PartnerServiceFailed(name=name, reason=reason) if self.want_takeover is None:  # [T14]
+                if self.in_holddown(now):
+                    out.append(Notice(f"partner's service {name} failed, but this node is in hold-down"))
+                else:
+                    self._ask_partner_to_release(now, f"partner's service {name} failed: {reason}", out)
+            case TakeoverRequest():
+                refusal = self._takeover_refusal(event, now)
+                if refusal is not None:
+                    out.append(Answer(False, refusal))
+                    return
+                self.hold_until = 0.0  # [T18]
+                self._ask_partner_to_release(now, event.reason, out)
+                out.append(Answer(True, "taking over: the partner is asked to release"))
+            case ReleaseRequest():
+                out.append(self._wrong_state(event))
+            case Stop(reason=reason):  # [T19]
+                self._finish(now, out, reason)
+
+    def _standby_conditions(self, now: float, out: list[Action]) -> None:
+        if self.solo:
             return
-        if self.state is not State.STANDBY or self.solo:
-            return
+        p = self.partner
         if self.want_takeover is not None:
-            if not self.partner_alive(now) or p.state not in ACTIVE_STATES:
+            if not self.partner_alive(now) or p.state not in ACTIVE_STATES:  # [T15]
                 self._activate(now, self.want_takeover, out)
-            elif now >= self.want_since + self.timers.deadtime:
+            elif now >= self.want_since + self.timers.deadtime:  # [T16]
                 self._activate(now, f"{self.want_takeover}; partner did not release in time", out)
             return
-        if p.left:
+        if p.left:  # [T10]
             self._activate(now, "partner stopped cleanly", out)
-        elif not self.partner_alive(now):
+        elif not self.partner_alive(now):  # [T9]
             if now >= self._silence_deadline():
-                silent = now - (p.last() if p.last() is not None else self.started_at or now)
+                last = p.last()
+                silent = now - (last if last is not None else self.started_at or now)
                 self._activate(now, f"no heartbeat from partner for {silent:.2f} s", out)
-        elif p.state in ACTIVE_STATES or p.stopme or self.in_holddown(now):
+        elif p.state in ACTIVE_STATES or p.stopme or self.in_holddown(now):  # [T17]
             return
-        elif p.state is State.STANDBY and self.role is Role.PRIMARY:
+        elif p.state is State.STANDBY and self.role is Role.PRIMARY:  # [T11]
             self._activate(now, "no active node: the primary takes the services", out)
-        elif p.state is State.STANDBY and p.gave_up:
+        elif p.state is State.STANDBY and p.gave_up:  # [T12]
             self._activate(now, "partner gave up the services", out)
-        elif p.inactive_since is not None and now >= p.inactive_since + self.timers.deadtime:
+        elif p.inactive_since is not None and now >= p.inactive_since + self.timers.deadtime:  # [T13]
             # The primary should have taken the services by now (a Piranha
             # primary with a failed link or child never does): serve.
             self._activate(now, "partner alive but not serving", out)
+
+    # -- ACTIVE -------------------------------------------------------------
+
+    def _active(self, event: Event, now: float, out: list[Action]) -> None:
+        match event:
+            case BeatReceived(leaving=False, stopme=True):  # [T22]
+                # Our service failed as the partner sees it: do not take it straight back.
+                self.hold_until = now + self.timers.holddown
+                self._release(now, "partner asked this node to release (it is taking over)", out)
+            case BeatReceived(leaving=False, state=State.ACTIVE):
+                # Double active (a healed partition): the primary keeps the VIPs,
+                # as Piranha did; the backup releases at once.
+                if self.role is Role.BACKUP:  # [T20]
+                    self._release(now, "both nodes active: the primary keeps the services", out)
+                else:  # [T21]
+                    out.append(Announce("both nodes active: the primary keeps the services"))
+            case AcquireDone(ok=False, reason=reason):  # [T23]
+                self.hold_until = now + self.timers.holddown
+                self._release(now, f"start failed: {reason}", out)
+            case LocalServiceFailed(name=name, reason=reason):
+                p_ok = self.partner_alive(now) and self.partner.state is State.STANDBY
+                if p_ok and not self.partner.hold:  # [T24]
+                    self.hold_until = now + self.timers.holddown
+                    self._release(now, f"service {name} failed ({reason}): handing over to the partner", out)
+                else:  # [T25]
+                    why = "partner is in hold-down" if self.partner_alive(now) else "partner is not available"
+                    out.append(RestartService(name, f"{reason}; {why}"))
+            case ReleaseRequest(reason=reason):
+                refusal = self._release_refusal(now)
+                if refusal is not None:
+                    out.append(Answer(False, refusal))
+                    return
+                self.hold_until = now + self.timers.holddown  # [T26]
+                self._release(now, reason, out)
+                out.append(Answer(True, "releasing: the partner takes the services over"))
+            case TakeoverRequest():
+                out.append(self._wrong_state(event))
+            case Stop(reason=reason):  # [T27]
+                self._release(now, f"stopping ({reason})", out)
+
+    # -- RELEASING ----------------------------------------------------------
+
+    def _releasing(self, event: Event, now: float, out: list[Action]) -> None:
+        match event:
+            case ServicesStopped() if self.stopping:  # [T34]
+                # Planned stop: our services are down, so tell the partner now; it takes
+                # over while our VIPs go, instead of after (no gap for clients to fall in).
+                out.append(SendBeat(State.RELEASING, leaving=True))
+            case ReleaseDone() if self.stopping:  # [T30]
+                self._finish(now, out)
+            case ReleaseDone():  # [T29]
+                self._set(State.STANDBY, now, "services released", out)
+            case ReleaseRequest() | TakeoverRequest():
+                out.append(self._wrong_state(event))
+            # [T31] Stop: stopping is set; it exits after ReleaseDone.
+
+    # -- the administrator's requests (pulse release, pulse takeover) -------
+
+    def _wrong_state(self, event: ReleaseRequest | TakeoverRequest) -> Answer:  # [A1] [A4]
+        wanted = "active" if isinstance(event, ReleaseRequest) else "standby"
+        return Answer(False, f"this node is {self.state.name.lower()}, not {wanted}")
+
+    def _release_refusal(self, now: float) -> str | None:
+        """Why this active node must not hand over now, or None: only to a partner that would serve."""
+        if not self.partner_alive(now) or self.partner.state is not State.STANDBY:  # [A2]
+            return "refused: no standby partner to take the services over"
+        if self.partner.hold:  # [A3]
+            return "refused: the partner is in hold-down after a failure"
+        return None
+
+    def _takeover_refusal(self, event: TakeoverRequest, now: float) -> str | None:
+        """Why this standby node must not take over now, or None."""
+        if not self.partner_alive(now):  # [A5]
+            return "refused: the partner is not heard; this node takes over by itself"
+        if event.failing:  # [A6]
+            return f"refused: services failing here: {', '.join(event.failing)}"
+        return None
 
     # -- helpers ------------------------------------------------------------
 
@@ -327,7 +391,7 @@ class Cluster:
         # give the partner one deadtime from now to speak again.
         self.partner = Partner(paths=self.partner.paths)
         self.silence_base = now
-        if self.state is State.ACTIVE and not self.solo:
+        if self.state is State.ACTIVE and not self.solo:  # [T28]
             self._release(now, f"this node was frozen for {gap:.1f} s: the partner may hold the VIPs", out)
 
     def _ask_partner_to_release(self, now: float, reason: str, out: list[Action]) -> None:

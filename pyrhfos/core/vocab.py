@@ -1,4 +1,4 @@
-"""Shared vocabulary of a cluster node: its role and its failover state.
+"""Shared vocabulary of a cluster node: its role, its failover state, how its services are probed.
 
 Both the heartbeat wire format and the state machine speak these; neither
 imports the other.
@@ -28,3 +28,10 @@ class State(enum.IntEnum):
     ACTIVE = 3  # holds the VIPs and runs the services
     RELEASING = 4  # stopping services and dropping VIPs
     STOPPED = 5  # done; the daemon exits
+
+
+class ProbeMode(enum.Enum):
+    """Whose service a node's probes watch, which decides what a failed probe means."""
+
+    LOCAL = "local"  # the active node probes its own services: a failure is LocalServiceFailed
+    PARTNER = "partner"  # a standby probes its active partner's through the VIP: PartnerServiceFailed

@@ -28,10 +28,12 @@ __all__ = [
     "PiranhaBeat",
     "PiranhaMagic",
     "ReplayGuard",
+    "beat_flags",
     "decode",
     "encode",
     "encode_piranha",
     "piranha_magic_for",
+    "piranha_meaning",
 ]
 
 # "RHFO" = 0x5248464f; differs from every Piranha magic in both byte orders (checked in the tests).
@@ -149,6 +151,22 @@ class Beat:
     def stopme(self) -> bool:
         return bool(self.flags & Flag.STOPME)
 
+    @property
+    def hold(self) -> bool:
+        return bool(self.flags & Flag.HOLD)
+
+
+def beat_flags(*, leaving: bool = False, stopme: bool = False, hold: bool = False) -> Flag:
+    """The flags byte that says what a node's beat says (AUTH is added by encode, with the key)."""
+    flags = Flag(0)
+    if leaving:
+        flags |= Flag.LEAVING
+    if stopme:
+        flags |= Flag.STOPME
+    if hold:
+        flags |= Flag.HOLD
+    return flags
+
 
 @dataclass(frozen=True)
 class PiranhaBeat:
@@ -216,6 +234,17 @@ def piranha_magic_for(beat: Beat) -> PiranhaMagic:
         # Still holding the VIPs while releasing: a Piranha partner must not start yet.
         return PiranhaMagic.FOS_HEARTBEAT_RUNNING
     return PiranhaMagic.FOS_HEARTBEAT_STOPPED
+
+
+def piranha_meaning(beat: PiranhaBeat) -> tuple[State, bool] | None:
+    """What a Piranha beat says as (state, stopme), the inverse of piranha_magic_for.
+
+    FOS beats carry only "running", "stopped" or "stop me"; an LVS magic (None) comes from a node
+    running other services, which a failover node cannot follow.
+    """
+    if not beat.fos:
+        return None
+    return (State.ACTIVE if beat.running else State.STANDBY), beat.stopme
 
 
 def _decode_piranha(data: bytes) -> PiranhaBeat:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from ..config.model import DeviceAddress, Failover
+from ..core.reload import ReloadPlan
 from ..net.arp import GarpSender, build_frames_in_child_async
 from ..net.commands import run_command
 from ..net.probe import ProbeResult, probe
@@ -282,6 +283,31 @@ class ServiceSet:
         else:
             log.error("%s of %s exited %s: %s", key, s.name, result.returncode, tail or "(no output)")
         return result.ok
+
+    # -- reload -------------------------------------------------------------
+
+    @property
+    def failovers(self) -> dict[str, Failover]:
+        """The blocks running now, by name (what a reload plan compares the new file with)."""
+        return {name: s.f for name, s in self.services.items()}
+
+    async def retire(self, names: Iterable[str], serving: bool) -> None:
+        """A reload removed or changed these: stop them (on the active node) and forget them."""
+        gone = [self.services[name] for name in names]
+        if serving and gone:
+            await self.release(gone)
+        for s in gone:
+            if s.garp is not None:
+                s.garp.close()
+            del self.services[s.name]
+
+    def reconcile(self, plan: ReloadPlan, failovers: Iterable[Failover], deadtime: float) -> list[Service]:
+        """After retire: the new file's services in its order, the kept ones untouched; the added ones."""
+        self.deadtime = deadtime
+        kept = {name: self.services[name] for name in plan.kept}
+        fresh = {f.name: kept.get(f.name) or Service(f) for f in failovers if f.active}
+        self.services = fresh
+        return [fresh[name] for name in plan.added]
 
     # -- probes -------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import psutil
 
 from ..config.model import Config, Position
 from ..core.vocab import Role
-from ..net.host import interface_exists
+from ..net.host import interface_exists, local_ipv4_addresses
 
 
 class StartupError(Exception):
@@ -63,6 +63,13 @@ def check_interfaces(cfg: Config) -> None:
             )
 
 
+def check_host(cfg: Config) -> Membership:
+    """This host can run ``cfg``: it is one of its nodes and has every VIP's interface."""
+    membership = find_membership(cfg, local_ipv4_addresses())
+    check_interfaces(cfg)
+    return membership
+
+
 def read_heartbeat_key(cfg: Config) -> bytes | None:
     """The shared beat key named by ``heartbeat_key``; it must be secret (mode 0600) and not empty."""
     if cfg.heartbeat_key is None:
@@ -99,5 +106,5 @@ def pidfile_owner(path: str) -> int | None:
     except psutil.Error:
         return None
     # Whole words only: a recycled pid now owned by pulseaudio is not a running pulse.
-    ours = any(os.path.basename(a) == "pulse" or a in ("pyrhfos.cli", "pyrhfos/cli.py") for a in argv)
+    ours = any(os.path.basename(a) == "pulse" or a == "pyrhfos.cli" for a in argv)
     return pid if ours else None

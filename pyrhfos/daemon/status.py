@@ -1,14 +1,24 @@
-"""What ``pulse status`` shows: the recent-events log and the one-screen text of a status.
-
-The status schema is documented in docs/status.md.
+"""What ``pulse status`` shows: the status (schema in docs/status.md) built from the running parts,
+the recent-events log, and the one-screen text of a status.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
+
+from ..config.model import Config
+from ..core.machine import Cluster
+from .beatlink import BeatLink
+from .services import ServiceSet
+from .startup import Membership
+
+SCHEMA = 1
+_PROBE = {None: "unknown", True: "ok", False: "failed"}
 
 
 class RecentEvents(logging.Handler):
@@ -20,6 +30,68 @@ class RecentEvents(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append((record.created, record.levelname.lower(), record.getMessage()))
+
+
+def snapshot(
+    *,
+    machine: Cluster,
+    membership: Membership,
+    cfg: Config,
+    services: ServiceSet,
+    link: BeatLink,
+    counters: Mapping[str, int],
+    events: RecentEvents,
+    now: float,
+    wall: float,
+) -> dict[str, Any]:
+    """Everything ``pulse status`` shows. ``now`` is the machine's clock, ``wall`` the same instant
+    as a Unix time (stamps in the status are wall-clock times)."""
+    m, p = machine, machine.partner
+
+    def stamp(t: float | None) -> float | None:
+        return None if t is None else wall - (now - t)
+
+    return {
+        "schema": SCHEMA,
+        "node": {
+            "role": m.role.name.lower(),
+            "state": m.state.name.lower(),
+            "since": stamp(m.since),
+            "reason": m.reason,
+            "pid": os.getpid(),
+            "config": cfg.path,
+            "serial": cfg.serial_no,
+            "hold_down": max(0.0, m.hold_until - now),
+        },
+        "partner": {
+            "addresses": [str(a) for a in membership.partner_paths],
+            "paths": {
+                path: {"last_beat_age": None if path not in p.last_heard else now - p.last_heard[path]}
+                for path in p.paths
+            },
+            "state": None if p.state is None else p.state.name.lower(),
+            "alive": m.partner_alive(now),
+            "hold_down": p.hold,
+            "protocol": link.protocol if membership.partner_paths else None,
+            "config_match": None if link.partner_digest is None else link.partner_digest == link.digest,
+        },
+        "services": [
+            {
+                "name": s.name,
+                "vip": str(s.ip),
+                "label": s.address.label,
+                "port": s.f.port,
+                "held": s.held,
+                "probe": _PROBE[s.probe_ok],
+                "probe_reason": s.probe_reason,
+                "probe_latency": s.probe_latency,
+                "last_change": stamp(s.changed_at) if s.changed_at else None,
+            }
+            for s in services
+        ],
+        "counters": {**counters, "activations": m.activations, "garp-sent": services.garp_sent},
+        "events": [{"time": t, "level": lv, "message": msg} for t, lv, msg in events.records],
+    }
 
 
 def _age(seconds: float | None) -> str:

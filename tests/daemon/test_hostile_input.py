@@ -8,12 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
+from rig import build
 
 from pyrhfos.config import ConfigError, loads
 from pyrhfos.core.vocab import Role, State
 from pyrhfos.core.wire import Beat, Flag, encode
-from pyrhfos.daemon.services import ServiceSet
-from pyrhfos.daemon.shell import Daemon, Membership, Options
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = [p.read_text() for p in sorted((ROOT / "tests" / "data").glob("*.cf"))]
@@ -61,14 +60,14 @@ def test_ten_thousand_mutated_files_only_raise_config_error_with_positions() -> 
 def test_hundred_thousand_bad_packets_change_nothing() -> None:
     cfg, _ = loads(FILES[-1])
     partner = str(cfg.backup)
-    d = Daemon(cfg, Membership(Role.PRIMARY, (cfg.backup,)), Options(test_start=True), key=b"k" * 32)
+    rig = build(cfg, key=b"k" * 32)
+    d = rig.daemon
     rng = random.Random(539)
     good = encode(Beat(Role.BACKUP, State.ACTIVE, 1, bytes(8), 0, bytes(8), Flag.STOPME), b"k" * 32)
     before = (d.machine.state, d.machine.partner.last(), d.machine.partner.state)
 
     async def flood() -> None:
         d.loop = asyncio.get_running_loop()
-        d.services = ServiceSet(cfg.active_failovers, None, cfg.deadtime, 1.0, d.now)
         for i in range(100_000):
             kind = i % 4
             if kind == 0:
