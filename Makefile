@@ -21,11 +21,12 @@ $(STAMP): setup.py
 
 test: $(STAMP) host-deps
 	$(BIN)/ruff check pyrhfos pyrhfos_lab tests bench
+	$(BIN)/mypy pyrhfos pyrhfos_lab bench
 	$(BIN)/python -m pytest -q tests
 
 # The fault-injection and hostile-input tests alone (they are part of `make test` too).
 test-faults: $(STAMP) host-deps
-	$(BIN)/python -m pytest -q tests/test_faults_lab.py tests/test_auth_lab.py tests/test_hostile_input.py
+	$(BIN)/python -m pytest -q tests/lab/test_faults_lab.py tests/lab/test_auth_lab.py tests/daemon/test_hostile_input.py
 
 demo: $(STAMP) host-deps
 	$(BIN)/python -m pyrhfos_lab.demo
@@ -38,10 +39,11 @@ bench: $(STAMP) host-deps
 
 # The browser tests, keeping their screenshots in docs/screenshots/ (shown in the README).
 screenshots: $(STAMP) host-deps
-	PYRHFOS_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/test_web_browser.py
+	PYRHFOS_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/lab/test_web_browser.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check pyrhfos pyrhfos_lab tests bench
+	$(BIN)/mypy pyrhfos pyrhfos_lab bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info

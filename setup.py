@@ -28,6 +28,10 @@ setup(
             "pytest>=8,<10",
             "hypothesis>=6.100,<7",
             "ruff>=0.5",
+            # make test type-checks too: strict on core/ and config/ (pyproject.toml [tool.mypy]).
+            "mypy>=1.10,<3",
+            "types-psutil>=5.9",
+            "types-waitress>=3.0",
             # GUI tests drive Debian's /usr/bin/chromium (tools/host-deps.sh); no browser download.
             "playwright>=1.40,<2",
         ],

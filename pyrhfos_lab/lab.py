@@ -191,7 +191,9 @@ class Node:
             stdin=subprocess.DEVNULL,
         )
 
-    def run_python(self, code: str, *args: str, check: bool = True, timeout: float = 20):
+    def run_python(
+        self, code: str, *args: str, check: bool = True, timeout: float = 20
+    ) -> subprocess.CompletedProcess[str]:
         """Run a Python snippet inside the node with this interpreter and the repo on sys.path."""
         return self.run(sys.executable, "-c", code, *args, check=check, timeout=timeout)
 
@@ -214,7 +216,9 @@ class Node:
         self.lab._procs.append(proc)
         return proc
 
-    def start_service(self, port: int = 80, text: str | None = None, timeout: float = 10):
+    def start_service(
+        self, port: int = 80, text: str | None = None, timeout: float = 10
+    ) -> subprocess.Popen[Any]:
         """Start the lab's tiny TCP/HTTP service (``serve``) in the node; returns once it listens."""
         argv = [
             sys.executable,
@@ -227,9 +231,10 @@ class Node:
             text or self.name,
         ]
         proc = self.popen(argv, stdout=subprocess.PIPE)
-        assert proc.stdout is not None
+        out = proc.stdout
+        assert out is not None
         ready: list[bytes] = []
-        reader = threading.Thread(target=lambda: ready.append(proc.stdout.readline()), daemon=True)
+        reader = threading.Thread(target=lambda: ready.append(out.readline()), daemon=True)
         reader.start()
         reader.join(timeout)
         if not ready or not ready[0].startswith(b"ready"):

@@ -143,7 +143,8 @@ def test_core_reaches_no_io_module_through_pyrhfos_modules() -> None:
     """What the core imports from pyrhfos (outside core/ too) does no I/O either, at any depth."""
     bad = []
     for start in core_modules():
-        seen, todo = {start}, [(start, (start,))]
+        seen = {start}
+        todo: list[tuple[str, tuple[str, ...]]] = [(start, (start,))]
         while todo:
             name, path = todo.pop()
             for imp in imports(name):

@@ -63,7 +63,7 @@ class _Collector(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
             self.closed.set_result(None)
-        _lingering.discard(self.transport)  # type: ignore[arg-type]
+        _lingering.discard(self.transport)
 
     def text(self) -> str:
         out = self.buf.decode("utf-8", errors="replace")

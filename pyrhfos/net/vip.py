@@ -171,10 +171,12 @@ class VipManager:
             for kw in requests:
                 self._batch.addr(command, **kw)
             self._batch_key, self._batch_bytes = key, bytes(self._batch.batch)
-        self._raw.send(self._batch_bytes)
+        raw = self._raw
+        assert raw is not None  # opened with the batch above
+        raw.send(self._batch_bytes)
         acked, errors = 0, []
         while acked < len(requests):
-            for msg in self._marshal.parse(self._raw.recv(1 << 20)):
+            for msg in self._marshal.parse(raw.recv(1 << 20)):
                 acked += 1
                 error = msg["header"].get("error")
                 if error is not None and getattr(error, "code", None) not in ignore:
