@@ -13,7 +13,9 @@ from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-STATES = ("starting", "standby", "active", "releasing", "stopped")
+from ..core.vocab import State
+
+STATES = tuple(s.name.lower() for s in State)  # as pulse status names them
 
 
 class StatusCollector(Collector):
