@@ -32,6 +32,10 @@ setup(
             "mypy>=1.10,<3",
             "types-psutil>=5.9",
             "types-waitress>=3.0",
+            # tests/cli/test_install.py builds the wheel offline (--no-build-isolation): the build
+            # backend comes from this venv (setuptools before 70.1 needs wheel for bdist_wheel).
+            "setuptools>=61",
+            "wheel>=0.40",
             # GUI tests drive Debian's /usr/bin/chromium (tools/host-deps.sh); no browser download.
             "playwright>=1.40,<2",
         ],
