@@ -21,7 +21,7 @@ from typing import Any
 
 from flask import Flask, redirect, render_template, session, url_for
 from flask_wtf.csrf import CSRFError, CSRFProtect
-from waitress import create_server
+from waitress.server import create_server
 
 from ..daemon import status
 from ..defaults import CONFIG_PATHS, SOCKET

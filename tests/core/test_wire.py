@@ -1,4 +1,4 @@
-"""Tests for pyrhfos.heartbeat: layout, round trips, every drop reason, Piranha magics, HMAC, replay, fuzz."""
+"""Tests for pyrhfos.core.wire: layout, round trips, every drop reason, Piranha magics, HMAC, replay, fuzz."""
 
 from __future__ import annotations
 
