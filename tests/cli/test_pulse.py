@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from pyrhfos import __version__
+from pyrhfos.cli.pulse import setup_logging
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "etc" / "lvs.cf.example"
@@ -85,13 +89,6 @@ def test_daemon_refuses_bad_file_with_positions(tmp_path: Path) -> None:
 
 def test_no_second_log_copy_when_stderr_is_the_journal(tmp_path, monkeypatch) -> None:
     """Under systemd, stderr is the journal: the syslog line is enough, a stderr copy doubles it."""
-    import logging
-    import os
-    import socket
-    import sys
-
-    from pyrhfos.cli.pulse import setup_logging
-
     log = tmp_path / "log"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as fake_syslog, open(tmp_path / "err", "w") as err:
         fake_syslog.bind(str(log))
