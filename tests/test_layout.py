@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -128,14 +128,17 @@ def core_modules() -> list[str]:
     return core
 
 
+def forbidden_imports(mods: list[str], forbidden: Iterable[str]) -> list[str]:
+    """Each import of ``mods`` whose top-level package is forbidden, and every dynamic import."""
+    banned = set(forbidden)
+    bad = []
+    for m in mods:
+        bad += [f"{where(m, imp.line)}: imports {imp.target}" for imp in imports(m) if top(imp.target) in banned]
+    return bad + [d for m in mods for d in dynamic_imports(m)]
+
+
 def test_core_imports_no_io_module_anywhere() -> None:
-    bad = [
-        f"{where(m, imp.line)}: imports {imp.target}"
-        for m in core_modules()
-        for imp in imports(m)
-        if top(imp.target) in IO_MODULES
-    ]
-    bad += [d for m in core_modules() for d in dynamic_imports(m)]
+    bad = forbidden_imports(core_modules(), IO_MODULES)
     assert not bad, "the core must stay pure:\n" + "\n".join(bad)
 
 
@@ -251,13 +254,7 @@ def test_no_module_over_600_lines() -> None:
 
 
 def test_package_imports_no_lab_or_test_code() -> None:
-    bad = [
-        f"{where(m, imp.line)}: imports {imp.target}"
-        for m in modules()
-        for imp in imports(m)
-        if top(imp.target) in NOT_IN_PACKAGE
-    ]
-    bad += [d for m in modules() for d in dynamic_imports(m)]
+    bad = forbidden_imports(modules(), NOT_IN_PACKAGE)
     assert not bad, "pyrhfos must install and run without the lab or the tests:\n" + "\n".join(bad)
 
 

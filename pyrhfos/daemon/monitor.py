@@ -8,6 +8,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ..core.events import Event, LocalServiceFailed, PartnerServiceFailed
 from ..core.machine import Cluster
@@ -25,27 +26,18 @@ def probe_period(keepalive: float, suspect: bool) -> float:
     return min(keepalive / 4, CONFIRM_PERIOD) if suspect else keepalive
 
 
+@dataclass
 class Monitor:
     """Probe rounds for one node; ``busy`` says a job (commands, VIP changes) is under way here."""
 
-    def __init__(
-        self,
-        machine: Cluster,
-        services: ServiceSet,
-        feed: Callable[[Event], object],
-        clock: Callable[[], float],
-        busy: Callable[[], bool],
-        counters: Counter[str],
-        observe: Callable[[str, float], None] | None = None,
-    ) -> None:
-        self.machine = machine
-        self.services = services
-        self.feed = feed
-        self.clock = clock
-        self.busy = busy
-        self.counters = counters
-        self.observe = observe  # probe latency, by service name (metrics)
-        self.mode: ProbeMode | None = None
+    machine: Cluster
+    services: ServiceSet
+    feed: Callable[[Event], object]
+    clock: Callable[[], float]
+    busy: Callable[[], bool]
+    counters: Counter[str]
+    observe: Callable[[str, float], None] | None = None  # probe latency, by service name (metrics)
+    mode: ProbeMode | None = None  # of the last round
 
     def current_mode(self) -> ProbeMode | None:
         return self.machine.probe_mode(self.clock(), self.busy())
