@@ -133,7 +133,8 @@ def forbidden_imports(mods: list[str], forbidden: Iterable[str]) -> list[str]:
     banned = set(forbidden)
     bad = []
     for m in mods:
-        bad += [f"{where(m, imp.line)}: imports {imp.target}" for imp in imports(m) if top(imp.target) in banned]
+        found = [imp for imp in imports(m) if top(imp.target) in banned]
+        bad += [f"{where(m, imp.line)}: imports {imp.target}" for imp in found]
     return bad + [d for m in mods for d in dynamic_imports(m)]
 
 
