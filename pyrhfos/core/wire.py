@@ -244,7 +244,11 @@ def piranha_meaning(beat: PiranhaBeat) -> tuple[State, bool] | None:
     """
     if not beat.fos:
         return None
-    return (State.ACTIVE if beat.running else State.STANDBY), beat.stopme
+    if beat.running:
+        return State.ACTIVE, False
+    if beat.stopped:
+        return State.STANDBY, False
+    return State.STANDBY, beat.stopme  # FOS_HEARTBEAT_STOPME: "release, I am taking over"
 
 
 def _decode_piranha(data: bytes) -> PiranhaBeat:

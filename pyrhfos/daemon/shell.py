@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import ConfigError, digest, load
 from ..config.model import Config
@@ -26,11 +26,13 @@ from ..core.vocab import State
 from ..net.vip import VipManager
 from .beatlink import BeatLink
 from .control import ControlServer, answers
-from .metrics import Metrics
 from .monitor import Monitor
 from .services import ServiceSet
 from .startup import Membership, StartupError, check_host
 from .status import RecentEvents, snapshot
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 log = logging.getLogger("pulse")
 HANDOVER_GRACE = 0.02  # seconds from the partner's ACTIVE beat to its VIP and ARP being out
@@ -387,6 +389,8 @@ async def serve(cfg: Config, membership: Membership, opts: Options, key: bytes |
 
 def start_metrics(daemon: Daemon, cfg: Config, membership: Membership) -> Metrics | None:
     """Prometheus metrics on this node's own lvs.cf address, or None (logged) when that fails."""
+    from .metrics import Metrics  # prometheus_client costs ~1.5 MB RSS: paid only with metrics_port
+
     loop = asyncio.get_running_loop()
     assert cfg.metrics_port is not None
 
