@@ -109,12 +109,36 @@ def set_password(path: str | os.PathLike[str], password: str) -> None:
     atomic_write(path, (hash_password(password) + "\n").encode("ascii"), 0o600)
 
 
+def read_stdin() -> str:
+    """The password from a pipe: its first line, without the newline. A terminal is refused: what is
+    typed there would echo (the prompt, without --stdin, does not)."""
+    if sys.stdin is None or sys.stdin.isatty():
+        raise PasswdError("--stdin reads a pipe; to type the password, run piranha-passwd without arguments")
+    data = sys.stdin.buffer.read(4 * MAX_LENGTH + 2)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PasswdError("the password on standard input is not UTF-8") from None
+    line = text.removesuffix("\n").removesuffix("\r")
+    if not line:
+        raise PasswdError("no password on standard input")
+    return line  # a second line stays in it: check_password refuses its newline
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="piranha-passwd",
         description=f"Set the password of the '{USER}' user of piranha-gui (stored as a salted scrypt hash).",
     )
-    parser.add_argument("password", nargs="?", help="the new password (prompted for twice when omitted)")
+    parser.add_argument(
+        "password",
+        nargs="?",
+        help="the new password; visible to every user in the process list while this runs, so prefer "
+        "the prompt (no argument) or --stdin",
+    )
+    parser.add_argument(
+        "--stdin", action="store_true", help="read the password from standard input (a pipe), one line"
+    )
     parser.add_argument(
         "--passwd-file",
         default=DEFAULT_PASSWD_FILE,
@@ -122,8 +146,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--config", help="accepted for symmetry with piranha-gui; unused")
     args = parser.parse_args(argv)
+    if args.stdin and args.password is not None:
+        parser.error("give the password either as an argument or on standard input (--stdin), not both")
     password = args.password
-    if password is None:
+    if password is not None:
+        # /proc/PID/cmdline is world-readable: any local user may have seen it, and shells keep history.
+        print(
+            "piranha-passwd: warning: a password given as an argument is visible to every local user "
+            "in the process list (ps) and may stay in the shell's history; use --stdin or the prompt",
+            file=sys.stderr,
+        )
+    elif args.stdin:
+        try:
+            password = read_stdin()
+        except PasswdError as e:
+            print(f"piranha-passwd: {e}; nothing changed", file=sys.stderr)
+            return 1
+    else:
         try:
             password = getpass.getpass("New piranha-gui password: ")
             again = getpass.getpass("Again: ")
