@@ -69,7 +69,9 @@ CHILD_MODULE = "pyrhfos.net.arp"  # this module, run as ``python -m`` in the fra
 
 
 def _child_argv(requests: Sequence[Request]) -> list[str]:
-    argv = [sys.executable, "-m", CHILD_MODULE, "build"]
+    # -I (isolated): neither the working directory nor PYTHONPATH nor the user's site-packages join
+    # sys.path, so a planted scapy.py or pyrhfos/ cannot run as root in the child; it runs in / too.
+    argv = [sys.executable, "-I", "-m", CHILD_MODULE, "build"]
     for mac, ip in requests:
         argv += [mac, str(ip)]
     return argv
@@ -99,7 +101,12 @@ def build_frames_in_child(
         return {}
     try:
         proc = subprocess.run(
-            _child_argv(requests), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+            _child_argv(requests),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            cwd="/",
         )
         if proc.returncode != 0:
             raise ArpError(f"frame builder exited {proc.returncode}: {proc.stderr.strip()[-500:]}")

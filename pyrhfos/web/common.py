@@ -33,7 +33,8 @@ class Settings:
         if self.pulse:
             return [self.pulse]
         beside = Path(sys.executable).parent / "pulse"
-        return [str(beside)] if beside.exists() else [sys.executable, "-m", "pyrhfos.cli"]
+        # -I: a pyrhfos/ in the working directory must not be what runs as root.
+        return [str(beside)] if beside.exists() else [sys.executable, "-I", "-m", "pyrhfos.cli"]
 
 
 def ext() -> dict[str, Any]:
