@@ -25,6 +25,8 @@ from .lab import Lab
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "etc" / "lvs.cf.example"
+# pulse runs lvs.cf's commands with a clean environment (no PYTHONPATH): they name the lab's modules here.
+LAB_PYTHON = f"env PYTHONPATH={REPO} {sys.executable}"
 VIP = "192.0.2.11"
 LABEL = "eth0:1"
 
@@ -74,13 +76,13 @@ class Testbed:
 
     def service_commands(self) -> tuple[str, str]:
         """start_cmd/stop_cmd for this lab: a trace line, and the service when managed."""
-        # pulse passes its environment on: PYRHFOS_NODE (set by start()) names the node.
+        # pulse passes PYRHFOS_* variables on: PYRHFOS_NODE (set by start()) names the node.
         trace = f"echo $(date +%s.%N) {{}} >> {self.workdir}/$PYRHFOS_NODE.cmds"
         start, stop = trace.format("start"), trace.format("stop")
         if not self.managed_service:
             return start, stop
         pid = f"{self.workdir}/service-$PYRHFOS_NODE.pid"
-        serve = f"{sys.executable} -m pyrhfos_lab.lab serve --port 80 --text $PYRHFOS_NODE"
+        serve = f"{LAB_PYTHON} -m pyrhfos_lab.lab serve --port 80 --text $PYRHFOS_NODE"
         start += f"; setsid {serve} </dev/null >/dev/null 2>&1 & echo $! > {pid}"
         stop += f"; kill $(cat {pid}) 2>/dev/null; rm -f {pid}"
         return start, stop

@@ -1,6 +1,6 @@
-"""start_cmd/stop_cmd runner: the administrator's command under /bin/sh with a time limit.
+"""start_cmd/stop_cmd/send_program runner: the administrator's command under /bin/sh with a time limit.
 
-Owns the child process tree of each command: output capture (bounded), timeout, and killing the tree.
+Owns each command's clean environment and process tree: bounded output, timeout, killing the tree.
 """
 
 from __future__ import annotations
@@ -19,6 +19,11 @@ OUTPUT_LIMIT = 64 * 1024  # keep the last 64 KiB of output
 EXIT_GRACE = 0.1  # after the shell exits, how long to wait for the end of its output
 KILL_GRACE = 0.5  # SIGTERM -> SIGKILL delay when a command times out
 SHELL = "/bin/sh"
+# A command's whole environment (docs/lvs.cf.md "Commands"): never the daemon's, whose other variables
+# (SSH_AUTH_SOCK, SUDO_*, an administrator's exports) belong to whoever started pulse.
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PASSED = ("LANG", "LC_ALL")
+PASSED_PREFIX = "PYRHFOS_"  # the lab names its node with PYRHFOS_NODE
 
 # Pipes still held open by processes a command left running (e.g. a service started with `&`).
 # They are drained (and discarded) until those processes exit, so the service never blocks on a full
@@ -68,6 +73,14 @@ class _Collector(asyncio.Protocol):
     def text(self) -> str:
         out = self.buf.decode("utf-8", errors="replace")
         return "[... output truncated ...]\n" + out if self.truncated else out
+
+
+def command_env(daemon_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """PATH (the daemon's, else DEFAULT_PATH), LANG and LC_ALL when set, PYRHFOS_*; nothing else."""
+    source = os.environ if daemon_env is None else daemon_env
+    env = {"PATH": source.get("PATH") or DEFAULT_PATH}
+    env.update((k, v) for k, v in source.items() if k in PASSED or k.startswith(PASSED_PREFIX))
+    return env
 
 
 def _signal_tree(pgid: int, procs: list[psutil.Process], sig: int) -> None:
@@ -122,7 +135,7 @@ async def run_command(
     Own session (so the tree can be killed as a group), stdin /dev/null, stdout+stderr into one pipe.
     Returns when the shell exits (or ``timeout`` seconds pass: then the whole tree is killed and
     ``timed_out`` is True); processes the command started in the background keep running, and their
-    hold on the output pipe does not delay the result. ``env`` None = the daemon's environment.
+    hold on the output pipe does not delay the result. ``env`` None = command_env(), never the daemon's.
     Only configuration text may ever reach this function, never anything received from the network.
     """
     loop = asyncio.get_running_loop()
@@ -139,7 +152,7 @@ async def run_command(
             stdout=wfd,
             stderr=wfd,
             start_new_session=True,
-            env=None if env is None else dict(env),
+            env=command_env() if env is None else dict(env),
         )
     except OSError as exc:
         os.close(rfd)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from pyrhfos.config.model import DeviceAddress
-from pyrhfos_lab.testbed import VIP, Testbed, wait_until
+from pyrhfos_lab.testbed import LAB_PYTHON, VIP, Testbed, wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -66,7 +66,7 @@ PROBES = {
     "regex": {"expect": r"^HTTP/1\.[01] 200", "use_regex": True},
     "send_program": {
         "send": None,
-        "send_program": f"{sys.executable} -m pyrhfos_lab.testbed fetch %h 80 1",
+        "send_program": f"{LAB_PYTHON} -m pyrhfos_lab.testbed fetch %h 80 1",
         "expect": "^[ab]$",
         "use_regex": True,
     },

@@ -13,6 +13,7 @@ import pytest
 
 from pyrhfos.net import commands
 from pyrhfos.net.commands import CommandResult, run_command
+from pyrhfos.net.probe import probe_program
 
 
 def run(cmd: str, timeout: float | None = 5, **kw) -> CommandResult:
@@ -53,6 +54,50 @@ def test_shell_syntax_is_the_administrators():
     r = run("X='a b'; printf '%s\\n' \"$X\" | tr a-z A-Z", env={"PATH": os.environ["PATH"]})
     assert r.output == "A B\n"
     assert run("echo $FOO", env={"FOO": "bar"}).output == "bar\n"
+
+
+def printed_env(output: str) -> dict[str, str]:
+    env = dict(item.split("=", 1) for item in output.split("\0") if item)
+    env.pop("PWD", None)  # the shell's own
+    return env
+
+
+def test_commands_get_a_clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """start_cmd, stop_cmd and send_program see PATH, LANG, LC_ALL and PYRHFOS_* only (issue 13 item 16)."""
+    for name in list(os.environ):
+        monkeypatch.delenv(name)
+    daemon = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG": "de_DE.UTF-8",
+        "LC_ALL": "C",
+        "PYRHFOS_NODE": "a",
+        "SSH_AUTH_SOCK": "/tmp/ssh-XXXX/agent.1",
+        "SUDO_USER": "admin",
+        "HOME": "/home/admin",
+        "PYTHONPATH": "/home/admin/lib",
+        "LD_PRELOAD": "/home/admin/hook.so",
+    }
+    for name, value in daemon.items():
+        monkeypatch.setenv(name, value)
+    r = run("env -0")  # NUL-separated: a value may hold a newline
+    assert r.ok, r.output
+    assert printed_env(r.output) == {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG": "de_DE.UTF-8",
+        "LC_ALL": "C",
+        "PYRHFOS_NODE": "a",
+    }
+    # send_program goes through the same runner
+    probe = asyncio.run(probe_program("env", "192.0.2.1", "SSH_AUTH_SOCK|HOME=|SUDO", True, 5.0))
+    assert not probe.ok and "did not match" in probe.reason
+    assert asyncio.run(probe_program("env", "192.0.2.1", "PYRHFOS_NODE=a", False, 5.0)).ok
+
+
+def test_command_env_without_path_gets_the_default() -> None:
+    assert commands.command_env({"HOME": "/root", "LANG": "C.UTF-8"}) == {
+        "PATH": commands.DEFAULT_PATH,
+        "LANG": "C.UTF-8",
+    }
 
 
 def test_stdin_is_devnull_and_own_session():
