@@ -172,6 +172,8 @@ class Cluster:
         then the rules of the state it is now in that hold at any time, then a beat if one is due."""
         out: list[Action] = []
         if self.state is State.STOPPED:  # [T33]
+            if isinstance(event, ReleaseRequest | TakeoverRequest):  # [A1] [A4]: still answered
+                out.append(self._wrong_state(event))
             return out
         self._check_stall(now, out)
         self.last_now = now

@@ -1,5 +1,5 @@
 """Heartbeat wire format: the pyrhfos native beat (optionally HMAC-SHA256 authenticated) and Piranha's 4-byte
-beats, encoded and decoded as bytes, plus per-partner replay protection; no sockets, no clock.
+beats, encoded and decoded as bytes; no sockets, no clock. Which beats are new is core/replay.py's.
 
 Layout, drop rules and compatibility notes: docs/heartbeat.md.
 """
@@ -10,7 +10,6 @@ import enum
 import hashlib
 import hmac
 import struct
-from collections import deque
 from dataclasses import dataclass
 
 from .vocab import Role, State
@@ -27,7 +26,6 @@ __all__ = [
     "Flag",
     "PiranhaBeat",
     "PiranhaMagic",
-    "ReplayGuard",
     "beat_flags",
     "decode",
     "encode",
@@ -303,40 +301,3 @@ def decode(data: bytes, key: bytes | None = None) -> Beat | PiranhaBeat:
         raise DecodeError("bad-field", f"role={role} state={state}") from None
     # Reserved flag bits are ignored so a later version can define them without breaking v1 receivers.
     return Beat(role, state, seq, boot_id, serial, digest, Flag(flags & int(_KNOWN_FLAGS)))
-
-
-class ReplayGuard:
-    """Replay protection for one partner's authenticated beats; pure state, no clock.
-
-    Within a boot_id, seq must strictly increase. A boot_id never seen is a partner restart and is
-    accepted; one of the last `history` boot_ids that is not the current one is a replay. With `partner`
-    set, a beat claiming another role (e.g. this node's own beat reflected back) is rejected as well.
-    """
-
-    def __init__(self, *, partner: Role | None = None, history: int = 16) -> None:
-        if history < 1:
-            raise ValueError("history must be at least 1")
-        self.partner = partner
-        self.boot_id: bytes | None = None  # current boot of the partner
-        self.seq: int | None = None  # last accepted seq within boot_id
-        self.reason: str | None = None  # counter name of the last rejection
-        self._old_boots: deque[bytes] = deque(maxlen=history)
-
-    def accept(self, beat: Beat) -> bool:
-        if self.partner is not None and beat.role != self.partner:
-            return self._reject("wrong-role")
-        if beat.boot_id == self.boot_id:
-            assert self.seq is not None
-            if beat.seq <= self.seq:
-                return self._reject("replay")
-        elif beat.boot_id in self._old_boots:
-            return self._reject("replay")
-        elif self.boot_id is not None:
-            self._old_boots.append(self.boot_id)
-        self.boot_id = beat.boot_id
-        self.seq = beat.seq
-        return True
-
-    def _reject(self, reason: str) -> bool:
-        self.reason = reason
-        return False

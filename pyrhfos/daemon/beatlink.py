@@ -15,12 +15,12 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ..core.events import BeatReceived, SendBeat
+from ..core.replay import ReplayGuard
 from ..core.vocab import Role
 from ..core.wire import (
     Beat,
     DecodeError,
     PiranhaBeat,
-    ReplayGuard,
     beat_flags,
     decode,
     encode,
@@ -53,6 +53,9 @@ class BeatLink:
         *,
         digest: bytes,
         serial: int,
+        boot_id: bytes | None = None,
+        guard: ReplayGuard | None = None,
+        on_mark: Callable[[int, int], None] | None = None,
     ) -> None:
         self.role = role
         self.paths = paths
@@ -61,9 +64,12 @@ class BeatLink:
         self.counters = counters
         self.digest = digest  # of our lvs.cf, sent in every beat
         self.serial = serial
-        # One guard per path: the same beat (same seq) arrives on the public and the private path.
-        self.guards = {path: ReplayGuard(partner=role.partner) for path in paths}
-        self.boot_id = secrets.token_bytes(8)
+        # One guard for the partner across every path: a beat is new only if no path carried it yet.
+        self.guard = guard or ReplayGuard(role.partner, authenticated=key is not None)
+        # With a key the boot counter (net/state.py) makes recordings of earlier starts worthless;
+        # without one a random id is as good as anything (a spoofer can claim any boot).
+        self.boot_id = boot_id if boot_id is not None else secrets.token_bytes(8)
+        self.on_mark = on_mark  # keeps the partner's newest (boot, seq) across our restarts
         self.seq = 0
         self.transport: Transport | None = None
         self.partner_piranha: bool | None = None  # None until the partner is heard
@@ -96,10 +102,11 @@ class BeatLink:
 
     # -- in -----------------------------------------------------------------
 
-    def intake(self, data: bytes, source: str) -> BeatReceived | None:
-        """One datagram from ``source``: the event it means, or None when it was dropped (and counted)."""
+    def intake(self, data: bytes, source: str, now: float) -> BeatReceived | None:
+        """One datagram from ``source`` at ``now``: the event it means, or None when it was dropped (and
+        counted)."""
         # Receive rule order as Piranha: wrong sender first, then the packet.
-        if source not in self.guards:
+        if source not in self.paths:
             self._drop("unexpected-source", f"heartbeat from {source}, which is not the partner")
             return None
         try:
@@ -109,11 +116,13 @@ class BeatLink:
             return None
         if isinstance(beat, PiranhaBeat):
             event = self._from_piranha(beat, source)
-        elif not self.guards[source].accept(beat):
-            reason = self.guards[source].reason or "replay"
+        elif not self.guard.accept(beat, source, now):
+            reason = self.guard.reason or "replay"
             self._drop(reason, f"heartbeat from {source} rejected: {reason}")
             return None
         else:
+            if self.on_mark is not None and self.guard.mark is not None and not self.guard.twin:
+                self.on_mark(self.guard.mark.boot, self.guard.mark.seq)
             event = self._from_native(beat, source)
         if event is not None:
             self.counters["beats-received"] += 1

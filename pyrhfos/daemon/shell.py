@@ -22,7 +22,9 @@ from ..config.model import Config
 from ..core import events as c
 from ..core.machine import Cluster, Timers
 from ..core.reload import plan, restart_needed
+from ..core.replay import HighWater, ReplayGuard
 from ..core.vocab import State
+from ..net.state import DEFAULT_DIR, StateDir
 from ..net.vip import VipManager
 from .beatlink import BeatLink
 from .control import ControlServer, answers
@@ -48,6 +50,7 @@ class Options:
     garp_interval: float = 1.0
     command_timeout: float = 60.0  # start_cmd/stop_cmd/send_program: killed with their tree after this
     socket: str | None = None  # control socket path (pulse status/takeover/release)
+    state_dir: str = DEFAULT_DIR  # boot counter and the partner's mark (authenticated pairs only)
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,7 @@ class Daemon:
             self.timer = self.loop.call_at(deadline, self.feed, c.Tick())
 
     def on_datagram(self, data: bytes, source: str) -> None:
-        event = self.link.intake(data, source)
+        event = self.link.intake(data, source, self.clock())
         if event is None:
             return
         self.feed(event)
@@ -258,7 +261,8 @@ class Daemon:
             failing = tuple(s.name for s in self.services if s.probe_ok is False)
             why = "administrator asked this node to take over (pulse takeover)"
             request = c.TakeoverRequest(why, failing)
-        reply = next(a for a in self.feed(request) if isinstance(a, c.Answer))
+        replies = [a for a in self.feed(request) if isinstance(a, c.Answer)]
+        reply = replies[0] if replies else c.Answer(False, "this node is stopping")
         return {"ok": True, "message": reply.message} if reply.ok else {"ok": False, "error": reply.message}
 
     def status(self) -> dict[str, Any]:
@@ -327,15 +331,8 @@ async def serve(cfg: Config, membership: Membership, opts: Options, key: bytes |
         log.error("another pulse answers on %s: not starting; its VIPs are left alone", opts.socket)
         return 1
     loop = asyncio.get_running_loop()
-    link = BeatLink(
-        membership.role,
-        tuple(str(a) for a in membership.partner_paths),
-        cfg.heartbeat_port,
-        key,
-        Counter(),
-        digest=digest(cfg),
-        serial=cfg.serial_no or 0,
-    )
+    state = StateDir(opts.state_dir) if key is not None else None
+    link = beat_link(cfg, membership, key, state, keep=not opts.test_start)
     vips = None if opts.test_start else VipManager()
     services = ServiceSet(cfg.active_failovers, vips, cfg.deadtime, opts.command_timeout, loop.time)
     daemon = Daemon(cfg, membership, opts, link=link, services=services, clock=loop.time)
@@ -368,7 +365,11 @@ async def serve(cfg: Config, membership: Membership, opts: Options, key: bytes |
             " [test-start: no VIP, ARP or command will be run]" if opts.test_start else "",
         )
         if cfg.backup_active and key is None:
-            log.warning("heartbeats are not authenticated: set heartbeat_key in lvs.cf to sign them")
+            log.warning(
+                "heartbeats are not authenticated: anyone who can send to port %d can steer failover; "
+                "set heartbeat_key in lvs.cf to sign them",
+                cfg.heartbeat_port,
+            )
         if opts.socket:
             control = ControlServer(opts.socket, daemon.control)
             await control.start()
@@ -381,10 +382,39 @@ async def serve(cfg: Config, membership: Membership, opts: Options, key: bytes |
         if daemon.metrics is not None:
             daemon.metrics.close()
         link.close()
+        if state is not None:
+            state.close()
         services.close()
         if vips is not None:
             vips.close()
         log.removeHandler(daemon.events)
+
+
+def beat_link(
+    cfg: Config, membership: Membership, key: bytes | None, state: StateDir | None, keep: bool = True
+) -> BeatLink:
+    """The beat link; with a key, its boot counter and the partner's mark from the state directory."""
+    boot_id, guard, on_mark = None, None, None
+    partner = membership.role.partner
+    if state is not None:
+        boot_id = state.next_boot(time.time(), keep=keep).to_bytes(8, "big")
+        mark = state.load_mark()
+        # A path's copy of the newest beat later than this is no twin (paths differ by milliseconds).
+        window = cfg.deadtime / 4
+        guard = ReplayGuard(partner, twin_window=window, mark=HighWater(*mark) if mark else None)
+        on_mark = state.save_mark if keep else None
+    return BeatLink(
+        membership.role,
+        tuple(str(a) for a in membership.partner_paths),
+        cfg.heartbeat_port,
+        key,
+        Counter(),
+        digest=digest(cfg),
+        serial=cfg.serial_no or 0,
+        boot_id=boot_id,
+        guard=guard,
+        on_mark=on_mark,
+    )
 
 
 def start_metrics(daemon: Daemon, cfg: Config, membership: Membership) -> Metrics | None:

@@ -152,3 +152,12 @@ def test_nobody_is_probed_while_starting() -> None:
     c = Cluster(Role.PRIMARY, TIMERS, ("peer",))
     c.handle(ev.Start(), 0.0)
     assert c.probe_mode(0.1) is None
+
+
+def test_a_stopped_node_still_answers() -> None:
+    """A request that arrives between Exit and the control socket's close gets its refusal."""
+    c = standby_backup()
+    c.handle(ev.Stop(), 0.5)
+    assert c.state is State.STOPPED
+    assert answer(c.handle(ev.ReleaseRequest(), 0.6)).message == "this node is stopped, not active"
+    assert answer(c.handle(ev.TakeoverRequest(), 0.6)).message == "this node is stopped, not standby"

@@ -1,4 +1,7 @@
-"""Tests for pyrhfos.core.wire: layout, round trips, every drop reason, Piranha magics, HMAC, replay, fuzz."""
+"""Tests for pyrhfos.core.wire: layout, round trips, every drop reason, Piranha magics, HMAC, fuzz.
+
+The replay guard has tests/core/test_replay.py.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +31,6 @@ from pyrhfos.core.wire import (
     Flag,
     PiranhaBeat,
     PiranhaMagic,
-    ReplayGuard,
     decode,
     encode,
     encode_piranha,
@@ -374,76 +376,6 @@ def test_hmac_stripped_trailer() -> None:
     plain = bytearray(packet[:BEAT_SIZE])
     plain[5] = 0
     assert reason_of(bytes(plain), KEY) == "unauthenticated"
-
-
-# --- ReplayGuard -------------------------------------------------------------------------------------
-
-NEW_BOOT = bytes.fromhex("fedcba9876543210")
-
-
-def test_replay_in_order() -> None:
-    guard = ReplayGuard()
-    assert all(guard.accept(beat(seq=s)) for s in (1, 2, 3, 10))
-    assert guard.reason is None
-    assert (guard.boot_id, guard.seq) == (BOOT, 10)
-
-
-def test_replay_first_beat_any_seq() -> None:
-    assert ReplayGuard().accept(beat(seq=2**64 - 1))
-    assert ReplayGuard().accept(beat(seq=0))
-
-
-def test_replay_duplicate() -> None:
-    guard = ReplayGuard()
-    assert guard.accept(beat(seq=5))
-    assert not guard.accept(beat(seq=5))
-    assert guard.reason == "replay"
-
-
-def test_replay_older_seq() -> None:
-    guard = ReplayGuard()
-    assert guard.accept(beat(seq=5))
-    assert not guard.accept(beat(seq=4))
-    assert guard.reason == "replay"
-    assert guard.accept(beat(seq=6))  # a rejection does not move the window
-    assert guard.reason == "replay"  # reason is that of the last rejection
-
-
-def test_replay_new_boot_resets_seq() -> None:
-    guard = ReplayGuard()
-    assert guard.accept(beat(seq=1000))
-    assert guard.accept(beat(boot_id=NEW_BOOT, seq=1))
-    assert guard.accept(beat(boot_id=NEW_BOOT, seq=2))
-
-
-def test_replay_old_boot_id() -> None:
-    guard = ReplayGuard()
-    assert guard.accept(beat(seq=1))
-    assert guard.accept(beat(boot_id=NEW_BOOT, seq=1))
-    assert not guard.accept(beat(seq=2))  # higher seq, but that boot is over
-    assert guard.reason == "replay"
-    assert guard.accept(beat(boot_id=NEW_BOOT, seq=2))
-
-
-def test_replay_history_is_bounded() -> None:
-    guard = ReplayGuard(history=16)
-    boots = [i.to_bytes(8, "big") for i in range(18)]
-    for b in boots:
-        assert guard.accept(beat(boot_id=b, seq=1))
-    for b in boots[1:17]:  # the 16 previous boots are remembered
-        assert not guard.accept(beat(boot_id=b, seq=99))
-    assert guard.accept(beat(boot_id=boots[0], seq=99))  # forgotten: the documented limit
-    with pytest.raises(ValueError):
-        ReplayGuard(history=0)
-
-
-def test_replay_wrong_role() -> None:
-    guard = ReplayGuard(partner=Role.BACKUP)
-    assert guard.accept(beat(role=Role.BACKUP, seq=1))
-    # This node's own beat reflected back must not displace the partner's boot.
-    assert not guard.accept(beat(role=Role.PRIMARY, boot_id=NEW_BOOT, seq=1))
-    assert guard.reason == "wrong-role"
-    assert guard.accept(beat(role=Role.BACKUP, seq=2))
 
 
 # --- fuzz --------------------------------------------------------------------------------------------

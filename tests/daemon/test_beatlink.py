@@ -10,6 +10,8 @@ from pyrhfos.core.events import SendBeat
 from pyrhfos.core.vocab import Role, State
 from pyrhfos.core.wire import Beat, Flag, PiranhaMagic, decode, encode, encode_piranha
 
+KEY = b"k" * 32
+
 
 def test_bad_packets_are_dropped_and_counted(rig: Rig) -> None:
     d, partner = rig.daemon, rig.partner
@@ -28,12 +30,20 @@ def test_bad_packets_are_dropped_and_counted(rig: Rig) -> None:
     assert d.counters["beats-received"] == 1
 
 
-def test_a_replayed_beat_is_dropped_and_counted(rig: Rig) -> None:
+def test_a_replayed_signed_beat_is_dropped_and_counted(example: Config) -> None:
+    r = build(example, key=KEY)
+    beat = encode(Beat(Role.BACKUP, State.STANDBY, 5, bytes(8), 0, bytes(8)), KEY)
+    r.daemon.on_datagram(beat, r.partner)
+    r.daemon.on_datagram(beat, r.partner)
+    assert r.daemon.counters["beats-received"] == 1 and r.daemon.counters["dropped-replay"] == 1
+
+
+def test_without_a_key_a_spoofed_beat_cannot_silence_the_real_ones(rig: Rig) -> None:
     d, partner = rig.daemon, rig.partner
-    beat = encode(Beat(Role.BACKUP, State.STANDBY, 5, bytes(8), 0, bytes(8)))
-    d.on_datagram(beat, partner)
-    d.on_datagram(beat, partner)
-    assert d.counters["beats-received"] == 1 and d.counters["dropped-replay"] == 1
+    spoofed = Beat(Role.BACKUP, State.STANDBY, 2**64 - 1, b"\xff" * 8, 0, bytes(8))
+    d.on_datagram(encode(spoofed), partner)
+    d.on_datagram(encode(Beat(Role.BACKUP, State.ACTIVE, 3, bytes(8), 0, bytes(8))), partner)
+    assert d.counters["beats-received"] == 2 and d.machine.partner.state is State.ACTIVE
 
 
 def test_flags_reach_the_machine(rig: Rig) -> None:
