@@ -1,22 +1,62 @@
-"""Writing files so that a reader (or a crash) never sees half of one."""
+"""Writing files so that a reader (or a crash) never sees half of one, and the lock that writers of
+lvs.cf (piranha-gui's save, ``pulse sync`` on the partner) take around replacing it.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import secrets
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 # The previous lvs.cf is kept as FILE.<stamp> (GUI saves, pulse sync on the partner).
 BACKUP_STAMP = "%Y%m%d-%H%M%S"
 
 
+def lock_path(path: str | os.PathLike[str]) -> Path:
+    """The lock file of ``path``: ``<path>.lock``, the name as given (a symlink's own name)."""
+    return Path(f"{os.fspath(path)}.lock")
+
+
+@contextlib.contextmanager
+def locked(path: str | os.PathLike[str], timeout: float | None = 30.0) -> Iterator[None]:
+    """Hold an exclusive flock(2) on ``<path>.lock`` (created 0600 if absent) for the ``with`` body.
+
+    The protocol shared with ``pulse sync``'s receiving side, which runs util-linux
+    ``flock <path>.lock ...`` around its rename: whoever holds it may check and replace ``path``.
+    TimeoutError after ``timeout`` seconds (None: wait for ever), so a stuck holder cannot hang a caller.
+    """
+    fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))
+                break
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"{lock_path(path)} is held by another process") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # closing the only descriptor of this open file releases the lock
+
+
 def atomic_write(
-    path: str | os.PathLike[str], data: bytes, mode: int = 0o600, owner: tuple[int, int] | None = None
+    path: str | os.PathLike[str],
+    data: bytes,
+    mode: int = 0o600,
+    owner: tuple[int, int] | None = None,
+    before_rename: Callable[[Path], None] | None = None,
 ) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same directory, fsync, rename.
 
     The temporary file is created with ``mode`` from the start (O_EXCL, never world-readable for a
     moment), so a reader sees the old file or the new one, whole, and never a partial write.
+    ``before_rename(tmp)`` runs on the complete temporary file last; if it raises, nothing is renamed.
     """
     target = Path(path)
     parent = target.parent
@@ -36,6 +76,8 @@ def atomic_write(
             os.fsync(fd)
         finally:
             os.close(fd)
+        if before_rename is not None:
+            before_rename(tmp)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import hmac
 import ipaddress
+import logging
 import secrets
 import threading
 import time
@@ -16,7 +17,7 @@ from typing import Any
 
 from flask import redirect, render_template, request, session, url_for
 
-from . import passwd
+from . import audit, passwd
 from .common import bp, ext, settings
 
 
@@ -145,13 +146,17 @@ def login() -> Any:
                 session.clear()
                 session["user"] = passwd.USER
                 session["sid"] = ext()["sessions"].start()
+                audit.record("login ok")
                 return redirect(url_for("piranha.control"))
+            audit.record("login failed", logging.WARNING)
             error, status = "Wrong user name or password.", 403
     return render_template("login.html", title="Login", is_set=is_set, error=error), status
 
 
 @bp.route("/logout", methods=["POST"])
 def logout() -> Any:
+    if session.get("user"):
+        audit.record("logout")
     ext()["sessions"].end(session.get("sid"))
     session.clear()
     return redirect(url_for("piranha.login"))

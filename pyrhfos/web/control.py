@@ -1,5 +1,5 @@
 """The CONTROL/MONITORING page: pulse's status read over its control socket, and the actions
-(init script start/stop, pulse reload, pulse sync) run as fixed argv lists.
+(start/stop by systemctl or the init script, pulse reload, pulse sync) run as fixed argv lists.
 """
 
 from __future__ import annotations
@@ -7,16 +7,21 @@ from __future__ import annotations
 import subprocess
 import tempfile
 import threading
+from pathlib import Path
 from typing import Any
 
 from flask import abort, redirect, render_template, url_for
 
 from ..daemon import control as pulse_control
-from . import edits
+from . import audit, edits
 from .auth import login_required
 from .common import Settings, bp, ext, settings
 
 ACTIONS = ("start", "stop", "reload", "sync")
+SYSTEMD_RUN = Path("/run/systemd/system")  # a directory only while systemd is PID 1 (sd_booted(3))
+UNIT = "pulse"  # init.d/pulse.service; systemd's generator gives an init script the same unit name
+# The init script's whole environment under SysV: nothing of the GUI's (a daemon it starts keeps it).
+CLEAN_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C")
 
 
 def read_status(sock: str) -> tuple[dict[str, Any] | None, str | None]:
@@ -37,10 +42,17 @@ def read_status(sock: str) -> tuple[dict[str, Any] | None, str | None]:
     return status, None
 
 
-def action_argv(s: Settings, action: str) -> list[str]:
-    """Fixed argv lists: nothing from a request is ever part of them, and no shell runs them."""
+def action_argv(s: Settings, action: str, systemd_run: Path | None = None) -> list[str]:
+    """Fixed argv lists: nothing from a request is ever part of them, and no shell runs them.
+
+    Start and stop under systemd go through systemctl, so pulse lives in its own unit, not in the
+    GUI's cgroup with its sandboxing (nor dies with it); under SysV the init script runs with
+    CLEAN_ENV only. ``systemd_run``: SYSTEMD_RUN, read at each call (tests give another path).
+    """
     if action in ("start", "stop"):
-        return [s.initscript, action]
+        if (systemd_run or SYSTEMD_RUN).is_dir():
+            return ["systemctl", action, UNIT]
+        return ["/usr/bin/env", "-i", *CLEAN_ENV, s.initscript, action]
     if action == "reload":
         return [*s.pulse_argv(), "reload", "--socket", s.socket]
     return [*s.pulse_argv(), "sync", "-c", str(s.config), "--socket", s.socket]
@@ -103,8 +115,11 @@ def control_action(action: str) -> Any:
     lock: threading.Lock = ext()["action_lock"]
     if not lock.acquire(blocking=False):  # a hanging init script must not take every server thread
         busy = {"action": action, "argv": "", "rc": "not run", "output": "another action is still running"}
+        audit.record(f"action {action}: not run, another action is still running")
         return _render_control(busy), 409
     try:
-        return _render_control(run_action(settings(), action))
+        result = run_action(settings(), action)
+        audit.record(f"action {action}: {result['argv']}: exit status {result['rc']}")
+        return _render_control(result)
     finally:
         lock.release()

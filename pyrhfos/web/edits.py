@@ -23,11 +23,11 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, Diagnostic, loads, write
+from ..config import ConfigError, Diagnostic, load, loads, write
 from ..config.grammar import Value
 from ..config.keys import BY_SECTION, BadValue, escape, unescape
 from ..config.model import Config, DeviceAddress, Failover
-from ..fileutil import BACKUP_STAMP, atomic_write
+from ..fileutil import BACKUP_STAMP, atomic_write, locked
 
 FORBIDDEN = set('\n\r{}"\x00')  # in fields that are not quoted free text (names, addresses, numbers)
 # Characters that end a line for some reader (Python's splitlines, editors) or hide text: never in a field.
@@ -307,7 +307,15 @@ class Current:
     cfg: Config | None
     errors: list[Diagnostic] = field(default_factory=list)
     missing: bool = False
-    encoding: str = "utf-8"  # an old latin-1 file is written back in latin-1
+    encoding: str = "utf-8"  # an old latin-1 file is written back in latin-1 (if it reads back the same)
+
+
+def decode(data: bytes) -> tuple[str, str]:
+    """The text of lvs.cf bytes and their encoding, by config.load's rule: UTF-8, else latin-1."""
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return data.decode("latin-1"), "latin-1"
 
 
 def read_current(path: Path) -> Current:
@@ -318,10 +326,7 @@ def read_current(path: Path) -> Current:
     except OSError as e:
         return Current(path, "", "", None, [Diagnostic(str(path), 0, 0, f"cannot read file: {e.strerror}")])
     sha = hashlib.sha256(data).hexdigest()
-    try:
-        text, encoding = data.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        text, encoding = data.decode("latin-1"), "latin-1"
+    text, encoding = decode(data)
     try:
         cfg, _ = loads(text, str(path))
     except ConfigError as e:
@@ -339,6 +344,7 @@ class Proposal:
     base_sha256: str
     summary: str
     encoding: str = "utf-8"
+    serial_no: int = 0  # the new file's
 
 
 def propose(
@@ -366,18 +372,21 @@ def propose(
         )
     )
     try:
-        text.encode(current.encoding)
+        data = text.encode(current.encoding)
     except UnicodeEncodeError as e:
         bad = text[e.start]
         raise FieldErrors(
             {"": f"{current.path} is a latin-1 file: {bad!r} cannot be written in it"}
         ) from None
+    why = misread(text, data)
+    if why:
+        raise FieldErrors({"": f"{current.path} is a latin-1 file: {why}"})
     notes = [f"line {w.line}: {w.message}" for w in warnings]
     comments = sum(1 for line in current.text.split("\n") if line.lstrip().startswith("#"))
     if comments:
         # The writer gives the canonical file: say so before the admin loses their notes.
         notes.insert(0, f"the {comments} comment line(s) of the current file are not kept (see the backup)")
-    return Proposal(text, diff, notes, current.sha256, summary, current.encoding)
+    return Proposal(text, diff, notes, current.sha256, summary, current.encoding, new_cfg.serial_no or 0)
 
 
 def map_diagnostics(
@@ -422,8 +431,36 @@ def _block_of(lines: list[str], lineno: int) -> str | None:
     return None
 
 
-class Conflict(Exception):
+def misread(text: str, data: bytes) -> str | None:
+    """Why ``data`` (``text`` encoded) would be read back as other text, or None when it reads as ``text``.
+
+    Latin-1 bytes that happen to form UTF-8 (typed "ï»¿" is EF BB BF) are read as UTF-8 (U+FEFF).
+    """
+    back, _ = decode(data)
+    if back == text:
+        return None
+    i = next(
+        (i for i, (a, b) in enumerate(zip(text, back, strict=False)) if a != b), min(len(text), len(back))
+    )
+    if i >= len(back):
+        return "the end of the file would be lost when it is read back"
+    typed = text[i : i + len(back[i].encode("utf-8"))]
+    return (
+        f"{typed!r} would be saved as bytes that pulse reads as UTF-8, as U+{ord(back[i]):04X}:"
+        " convert the file to UTF-8 first (iconv -f latin1 -t utf8) or leave these characters out"
+    )
+
+
+class NotSaved(Exception):
+    """Nothing was written; the message says why."""
+
+
+class Conflict(NotSaved):
     """The file changed since the edit was proposed: nothing was written."""
+
+
+class Misread(NotSaved):
+    """The written bytes, read back by pulse's own loader, are not the text the admin confirmed."""
 
 
 def backup_name(path: Path, now: datetime.datetime, exists: Callable[[Path], bool] = os.path.exists) -> Path:
@@ -435,20 +472,53 @@ def backup_name(path: Path, now: datetime.datetime, exists: Callable[[Path], boo
     return candidate
 
 
-def save(path: Path, proposal: Proposal, now: datetime.datetime | None = None) -> Path:
+def save(
+    path: Path, proposal: Proposal, now: datetime.datetime | None = None, lock_timeout: float = 30.0
+) -> Path:
     """Keep the current file as a timestamped backup, then replace it atomically; returns the backup.
 
-    Refused (Conflict) when the file is no longer the one the proposal was made from.
+    Under ``fileutil.locked(path)``, the lock ``pulse sync`` takes on this node when it is the
+    receiving partner. Refused (Conflict) when the file is no longer the one the proposal was made
+    from: checked first, and again on the file's bytes right before the rename (a writer that takes
+    no lock, an editor say, may land meanwhile). Refused (Misread) when the new file, read back with
+    pulse's own loader (config.load) before the rename, does not give the model of the confirmed text.
     """
-    path = path.resolve()  # through a symlink: edit the real file, keep the link
-    data = path.read_bytes()
+    with locked(path, timeout=lock_timeout):  # the name as given: pulse sync locks that one too
+        real = path.resolve()  # through a symlink: edit the real file, keep the link
+        data = real.read_bytes()
+        _check_unchanged(real, data, proposal)
+        st = real.stat()
+        mode, owner = stat.S_IMODE(st.st_mode), (st.st_uid, st.st_gid)
+        confirmed, _ = loads(proposal.text, str(real))
+
+        def last_checks(tmp: Path) -> None:
+            try:
+                written, _ = load(tmp)
+            except ConfigError as e:
+                raise Misread(
+                    f"{real}: the new file would not be read by pulse, nothing was written: {e}"
+                ) from None
+            if written != confirmed:
+                raise Misread(
+                    f"{real}: pulse would read the new file differently from the diff you confirmed;"
+                    " nothing was written"
+                )
+            _check_unchanged(real, real.read_bytes(), proposal)
+
+        backup = backup_name(real, now or datetime.datetime.now())
+        atomic_write(backup, data, mode, owner)
+        try:
+            atomic_write(
+                real, proposal.text.encode(proposal.encoding), mode, owner, before_rename=last_checks
+            )
+        except BaseException:
+            backup.unlink(missing_ok=True)  # nothing was replaced: no backup of it either
+            raise
+    return backup
+
+
+def _check_unchanged(path: Path, data: bytes, proposal: Proposal) -> None:
     if hashlib.sha256(data).hexdigest() != proposal.base_sha256:
         raise Conflict(
             f"{path} changed since this edit was prepared; nothing was written: make the edit again"
         )
-    st = path.stat()
-    mode, owner = stat.S_IMODE(st.st_mode), (st.st_uid, st.st_gid)
-    backup = backup_name(path, now or datetime.datetime.now())
-    atomic_write(backup, data, mode, owner)
-    atomic_write(path, proposal.text.encode(proposal.encoding), mode, owner)
-    return backup

@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import abort, redirect, render_template, request, session, url_for
 
-from . import edits
+from . import audit, edits
 from .auth import login_required
 from .common import bp, ext, settings
 
@@ -192,13 +192,20 @@ def confirm(token: str) -> Any:
         return redirect(url_for("piranha.control"))
     if request.form.get("base_sha256", "") != proposal.base_sha256:
         abort(400)
+    serial = proposal.serial_no
     with ext()["save_lock"]:
         try:
             backup = edits.save(s.config, proposal)
-        except edits.Conflict as e:
+        except edits.NotSaved as e:  # changed meanwhile, or would be read otherwise: never saveable
             pending.drop(token)
+            audit.record(f"save of serial {serial} refused: {proposal.summary}: {e}")
             return render_template("error.html", title="Not saved", message=str(e)), 409
+        except TimeoutError as e:  # the lock: a pulse sync into this node still running
+            audit.record(f"save of serial {serial} not done: {proposal.summary}: {e}")
+            return render_template("error.html", title="Not saved", message=f"Not saved: {e}"), 409
         except OSError as e:
+            audit.record(f"save of serial {serial} failed: {proposal.summary}: {e}")
             return render_template("error.html", title="Not saved", message=f"Not saved: {e}"), 500
     pending.drop(token)
+    audit.record(f"saved {s.config} serial {serial}: {proposal.summary} (previous file kept as {backup})")
     return render_template("saved.html", title="Saved", proposal=proposal, backup=backup)
