@@ -6,7 +6,9 @@ Diagnostic at the offending value, with did-you-mean hints for misspelt keys and
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Any
@@ -165,8 +167,8 @@ class _Builder:
             )
         if obj.use_regex and obj.expect is not None:
             try:
-                re.compile(obj.expect)
-            except (re.error, OverflowError, RecursionError) as e:
+                compile_expect(obj.expect)
+            except ValueError as e:
                 self.error(s.positions["expect"], f"'expect' is not a valid regular expression: {e}")
         if obj.send is not None and obj.send_program is not None:
             message = "'send' and 'send_program' are both set: the program's output replaces 'send'"
@@ -261,6 +263,49 @@ class _Builder:
                     v.positions.get("fwmark" if v.fwmark else "address", v.positions[""]),
                     f"{what} is already used by virtual '{owner.name}' (line {owner.positions[''].line})",
                 )
+
+
+# RE2's \z (Python's \Z) not after an escaped backslash: the very end, so no retry without a final newline.
+_END_OF_TEXT = re.compile(r"(?<!\\)(?:\\\\)*\\z")
+
+
+@functools.lru_cache(maxsize=1024)
+def compile_expect(pattern: str) -> Callable[[str], bool]:
+    """The matcher of a ``use_regex = 1`` expect: True when the pattern occurs anywhere in the text.
+
+    RE2 (google-re2), whose time is linear in the answer: no pattern can stall pulse's event loop, as
+    ``(a+)+$`` does with Python's re. Python's syntax without backreferences and look-around; ``$`` ends
+    the text or stands before its final newline, as in Python. ValueError (RE2's message) if it does not
+    compile.
+    """
+    import re2  # type: ignore[import-untyped]  # ~2.7 MB RSS: paid only by files with use_regex = 1
+
+    options = re2.Options()
+    options.log_errors = False  # the caller reports it; RE2 would also print to stderr
+    try:
+        regex = re2.compile(pattern, options)
+    except re2.error as e:
+        reason = e.args[0].decode() if e.args and isinstance(e.args[0], bytes) else str(e)
+        if _python_accepts(pattern):
+            reason += " (RE2 has no backreferences or look-around, and writes Python's \\Z as \\z)"
+        raise ValueError(reason) from None
+    moved_end = _END_OF_TEXT.search(pattern) is None
+
+    def matches(text: str) -> bool:
+        if regex.search(text) is not None:
+            return True
+        # RE2's $ is only the very end: try the text without its final newline too (Python's $ rule).
+        return moved_end and text.endswith("\n") and regex.search(text[:-1]) is not None
+
+    return matches
+
+
+def _python_accepts(pattern: str) -> bool:
+    try:
+        re.compile(pattern)
+    except (re.error, OverflowError, RecursionError):
+        return False
+    return True
 
 
 def build(root: Block, path: str) -> tuple[Config, list[Diagnostic]]:

@@ -6,13 +6,12 @@ Async functions only; they know nothing of VIPs or failover. Every failure is a 
 from __future__ import annotations
 
 import asyncio
-import functools
-import re
 import socket
 import time
 from dataclasses import dataclass
 
 from ..config.model import Failover
+from ..config.validate import compile_expect
 from .commands import run_command
 
 READ_LIMIT = 64 * 1024  # an answer longer than this is cut; expect must match within it
@@ -25,18 +24,13 @@ class ProbeResult:
     latency: float  # seconds
 
 
-@functools.lru_cache(maxsize=1024)
-def _regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
-
-
 def answer_matches(answer: bytes, expect: str | None, use_regex: bool) -> bool:
     """Does ``answer`` satisfy ``expect``? None or "" asks nothing; "*" takes any answer."""
     if not expect or expect == "*":
         return True
     text = answer.decode("latin-1")  # lvs.cf strings are latin-1 code points: compare like with like
-    if use_regex:
-        return _regex(expect).search(text) is not None
+    if use_regex:  # RE2, linear in the answer: a pattern like (a+)+$ cannot stall the event loop
+        return compile_expect(expect)(text)
     return expect in text
 
 

@@ -318,6 +318,18 @@ def test_use_regex_needs_a_valid_regex():
     assert cfg.failovers[0].expect == "^HTTP/1\\.[01] 200"
 
 
+def test_use_regex_is_re2_without_backtracking_features():
+    """expect patterns are RE2's (issue 13 item 13): Python-only constructs are refused with the reason."""
+    for pattern in ["HTTP(?=/1)", "(a)\\\\1", "OK\\\\Z"]:
+        text = edit('expect = "HTTP"', f'expect = "{pattern}"\n    use_regex = 1')
+        [message] = errors(text)
+        assert message.startswith("12:14: 'expect' is not a valid regular expression: ")
+        assert "RE2 has no backreferences or look-around" in message, message
+    ok = 'expect = "(?i)^http/1\\.[01] (200|30[12])\\s"\n    use_regex = 1'
+    cfg, _ = loads(edit('expect = "HTTP"', ok))
+    assert cfg.failovers[0].use_regex
+
+
 def test_send_and_send_program_not_both():
     assert errors(edit("    port = 80", '    port = 80\n    send_program = "/bin/probe %h"')) == [
         "11:20: 'send' and 'send_program' are both set: the program's output replaces 'send'"

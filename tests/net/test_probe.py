@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from pyrhfos.net.probe import answer_matches
+from pyrhfos.net.probe import ProbeResult, answer_matches, probe_program
 
 HTTP = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\na\n"
 
@@ -28,10 +33,72 @@ HTTP = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\na\n"
         (b"anything", "", False, True),
         (b"caf\xe9", "caf\xe9", False, True),  # latin-1 both sides, as lvs.cf escapes decode
         (b"\x00\x01OK\x02", "OK", False, True),
+        (b"a\n", "^[ab]$", True, True),  # $ before a final newline, as in Python's re
+        (b"OK\r\n", "OK$", True, False),
+        (b"a\nb\n", "a$", True, False),
+        (b"a\nb\n", "(?m)a$", True, True),
+        (b"OK\n", "OK\\z", True, False),  # \z is the very end (Python's \Z)
+        (b"220 Welcome\r\n", "(?i)WELCOME", True, True),
+        (b"caf\xe9", "caf\xe9$", True, True),
+        (b"HTTP/1.1 200 OK", "HTTP/1\\.[01] (200|302)", True, True),
     ],
 )
 def test_answer_matches(answer: bytes, expect: str | None, regex: bool, ok: bool) -> None:
     assert answer_matches(answer, expect, regex) is ok
+
+
+class Stalled(Exception):
+    """Raised by SIGALRM: the regular expression still held the event loop."""
+
+
+@pytest.fixture
+def alarm() -> Iterator[None]:
+    """Fail (not hang) in 10 s: Python's re checks signals while it backtracks."""
+
+    def stalled(signum: int, frame: object) -> None:
+        raise Stalled("the expect regex held the event loop for 10 s")
+
+    previous = signal.signal(signal.SIGALRM, stalled)
+    signal.setitimer(signal.ITIMER_REAL, 10)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+EVIL = "(a+)+$"  # exponential for a backtracking engine on a run of a's that does not end the text
+
+
+def test_catastrophic_regex_is_linear_on_a_long_answer(alarm: None) -> None:
+    start = time.monotonic()
+    assert not answer_matches(b"a" * 60000 + b"b", EVIL, True)
+    assert answer_matches(b"b" + b"a" * 60000 + b"\n", EVIL, True)
+    assert time.monotonic() - start < 1.0
+
+
+def test_catastrophic_regex_does_not_stall_the_loop(alarm: None) -> None:
+    """A send_program answering 20000 a's and a b: the loop keeps ticking, the probe answers in time."""
+    program = f"{sys.executable} -c \"print('a' * 20000 + 'b')\""
+
+    async def scenario() -> tuple[ProbeResult, list[float]]:
+        ticks: list[float] = []
+
+        async def tick() -> None:
+            while True:
+                ticks.append(time.monotonic())
+                await asyncio.sleep(0.01)
+
+        ticker = asyncio.create_task(tick())
+        await asyncio.sleep(0.05)
+        result = await probe_program(program, "192.0.2.1", EVIL, True, 5.0)
+        await asyncio.sleep(0.05)
+        ticker.cancel()
+        return result, ticks
+
+    result, ticks = asyncio.run(scenario())
+    assert not result.ok and "did not match" in result.reason and result.latency < 5.0
+    assert max(b - a for a, b in itertools.pairwise(ticks)) < 0.5, "the loop kept ticking"
 
 
 SILENT = """
