@@ -23,6 +23,7 @@ from ..daemon.startup import StartupError, check_host, pidfile_owner, read_heart
 from ..defaults import PIDFILE, SOCKET
 from ..fileutil import atomic_write
 from ..net.host import local_ipv4_addresses
+from ..net.state import DEFAULT_DIR as DEFAULT_STATE_DIR
 from . import client, sync
 from .common import EXIT_CONFIG, add_configfile, find_config, load_or_report
 
@@ -92,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=60.0,
         metavar="SECONDS",
         help="limit for each start_cmd, stop_cmd and send_program; its process tree is killed after it",
+    )
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        default=DEFAULT_STATE_DIR,
+        help=f"with heartbeat_key: where the boot counter and the partner's newest beat are kept "
+        f"(default {DEFAULT_STATE_DIR})",
     )
     return p
 
@@ -194,6 +202,7 @@ def run_daemon(args: argparse.Namespace, path: str) -> int:
         garp_interval=args.garp_interval,
         command_timeout=args.command_timeout,
         socket=args.socket or None,
+        state_dir=args.state_dir,
     )
     try:
         # Renamed into place: a reader (init script, a second pulse) never sees it empty.

@@ -6,7 +6,9 @@ Each failure is a StartupError that names the lvs.cf line to blame, if any.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -70,24 +72,52 @@ def check_host(cfg: Config) -> Membership:
     return membership
 
 
+MIN_KEY_BYTES = 16  # 128 bits: shorter secrets are guessable offline from one captured beat
+
+
 def read_heartbeat_key(cfg: Config) -> bytes | None:
-    """The shared beat key named by ``heartbeat_key``; it must be secret (mode 0600) and not empty."""
+    """The shared beat key named by ``heartbeat_key``: a regular file, not a symbolic link, owned by the
+    user pulse runs as (root) and readable by it alone (0600), holding at least MIN_KEY_BYTES bytes.
+
+    The checks run on the open descriptor (fstat), so the file cannot be swapped between check and read.
+    """
     if cfg.heartbeat_key is None:
         return None
     pos = cfg.positions.get("heartbeat_key")
     path = cfg.heartbeat_key
     try:
-        st = os.stat(path)
-        with open(path, "rb") as fh:
-            key = fh.read().strip()
+        # O_NONBLOCK: a FIFO put there must not hang the start; it fails the regular-file check below.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
+        if e.errno == errno.ELOOP:
+            why = "is a symbolic link: name the key file itself"
+            raise StartupError(f"heartbeat_key {path} {why}", pos) from None
         raise StartupError(f"heartbeat_key {path}: {e.strerror}", pos) from None
-    if st.st_mode & 0o077:
-        raise StartupError(
-            f"heartbeat_key {path} is mode {st.st_mode & 0o777:04o}: it must be 0600 (chmod 600 {path})", pos
-        )
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise StartupError(f"heartbeat_key {path} is not a regular file", pos)
+        if st.st_uid != os.geteuid():
+            raise StartupError(
+                f"heartbeat_key {path} is owned by uid {st.st_uid}: it must belong to root "
+                f"(chown root {path})",
+                pos,
+            )
+        if st.st_mode & 0o077:
+            raise StartupError(
+                f"heartbeat_key {path} is mode {st.st_mode & 0o777:04o}: it must be 0600 "
+                f"(chmod 600 {path})",
+                pos,
+            )
+        key = fh.read().strip()
     if not key:
         raise StartupError(f"heartbeat_key {path} is empty", pos)
+    if len(key) < MIN_KEY_BYTES:
+        raise StartupError(
+            f"heartbeat_key {path} holds {len(key)} bytes: use at least {MIN_KEY_BYTES} "
+            f"(head -c 32 /dev/urandom | base64 > {path})",
+            pos,
+        )
     return key
 
 

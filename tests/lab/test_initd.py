@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import configparser
 import contextlib
+import fcntl
 import os
 import re
 import shutil
@@ -221,6 +222,113 @@ def test_recycled_pid_is_never_signalled(impostors: list[subprocess.Popen[bytes]
         assert run("reload").returncode == 7
         assert run("stop").returncode == 0 and not run.pidfile.exists()
         assert proc.poll() is None, f"{proc.args} was signalled"
+
+
+SCRIPTS = {"pulse": SCRIPT, "piranha-gui": ROOT / "init.d" / "piranha-gui"}
+NOBODY = 65534
+
+
+def init_script(name: str, action: str, pidfile: Path) -> subprocess.CompletedProcess[str]:
+    """``sh init.d/NAME ACTION`` on ``pidfile``; the program itself is never run (/bin/false)."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "PIDFILE": str(pidfile),
+        "PULSE": "/bin/false",
+        "PIRANHA_GUI": "/bin/false",
+        "CONFIG": str(pidfile.parent / "missing.cf"),
+        "SOCKET": str(pidfile.parent / "ctl.sock"),
+        "LOGFILE": str(pidfile.parent / f"{name}.log"),
+        "STOP_WAIT": "5",
+    }
+    return subprocess.run(
+        ["sh", str(SCRIPTS[name]), action],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize("name", list(SCRIPTS))
+def test_a_stale_pid_reused_by_another_users_program_of_that_name_is_not_running(
+    name: str, tmp_path: Path
+) -> None:
+    """The pid file's lock decides (issue 13, item 15): a program called pulse (or piranha-gui) that
+    another user runs under the pid left in the file holds no lock; it is neither reported nor
+    signalled, and start goes ahead."""
+    pidfile = tmp_path / f"{name}.pid"
+    sleep = shutil.which("sleep") or "/bin/sleep"
+    other = subprocess.Popen([name, "60"], executable=sleep, user=NOBODY, group=NOBODY)
+    try:
+        pidfile.write_text(f"{other.pid}\n")
+        status = init_script(name, "status", pidfile)
+        assert status.returncode == 1 and "dead but pid file exists" in status.stdout, status.stdout
+        stopped = init_script(name, "stop", pidfile)
+        assert stopped.returncode == 0 and "is not running" in stopped.stdout and not pidfile.exists()
+        assert other.poll() is None, "another user's program was signalled"
+        if name == "pulse":
+            pidfile.write_text(f"{other.pid}\n")
+            started = init_script(name, "start", pidfile)
+            assert "already running" not in started.stdout
+            assert started.returncode == 6 and "missing.cf does not exist" in started.stderr
+    finally:
+        other.kill()
+        other.wait(5)
+
+
+@pytest.mark.parametrize("name", list(SCRIPTS))
+def test_a_locked_pid_file_is_a_running_daemon_that_stop_ends(name: str, tmp_path: Path) -> None:
+    pidfile = tmp_path / f"{name}.pid"
+    fd = os.open(pidfile, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    sleep = shutil.which("sleep") or "/bin/sleep"
+    holder = subprocess.Popen([name, "60"], executable=sleep, pass_fds=(fd,))  # it keeps the lock
+    os.close(fd)
+    try:
+        pidfile.write_text(f"{holder.pid}\n")
+        status = init_script(name, "status", pidfile)
+        assert status.returncode == 0 and f"(pid {holder.pid}) is running" in status.stdout, status
+        assert init_script(name, "stop", pidfile).returncode == 0
+        assert holder.wait(10) == -signal.SIGTERM and not pidfile.exists()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(5)
+
+
+@pytest.mark.lab
+def test_pulse_holds_its_pid_file_lock_and_a_crash_leaves_no_claim(bed: Testbed, tmp_path: Path) -> None:
+    """A running pulse refuses a second one on its pid file; after a SIGKILL, the pid left in the
+    file, now another user's program called pulse, blocks neither status nor start."""
+    run = InitD(bed.a, wrapper(tmp_path), tmp_path / "run", bed.config_path)
+    sleep = shutil.which("sleep") or "/bin/sleep"
+    other: subprocess.Popen[bytes] | None = None
+    try:
+        assert run("start").returncode == 0
+        pid = run.pid()
+        argv = [sys.executable, "-m", "pyrhfos.cli", "-n", "-c", str(bed.config_path)]
+        argv += ["--pidfile", str(run.pidfile), "--socket", ""]
+        second = bed.a.run(*argv, check=False, timeout=30)
+        assert second.returncode == 1 and f"already running (pid {pid}," in second.stderr, second.stderr
+        os.kill(pid, signal.SIGKILL)
+        # Its last thread, not its first, drops the lock: the main thread may be a zombie before.
+        unlocked = ["flock", "-n", "-s", str(run.pidfile), "true"]
+        assert wait_until(lambda: subprocess.run(unlocked, timeout=10).returncode == 0, 10)
+        assert run.pidfile.exists(), "SIGKILL leaves the file"
+        other = subprocess.Popen(["pulse", "60"], executable=sleep, user=NOBODY, group=NOBODY)
+        run.pidfile.write_text(f"{other.pid}\n")
+        status = run("status")
+        assert status.returncode == 1 and "dead but pid file exists" in status.stdout
+        started = run("start")
+        assert started.returncode == 0 and "already running" not in started.stdout, started
+        assert run.pid() not in (pid, other.pid) and run("status").returncode == 0
+        assert run("stop").returncode == 0 and other.poll() is None
+    finally:
+        if other is not None:
+            other.kill()
+            other.wait(5)
+        run.cleanup()
 
 
 def test_unknown_action_and_no_action(tmp_path: Path) -> None:
