@@ -156,6 +156,8 @@ class Testbed:
             str(self.workdir / f"pulse-{name}.pid"),
             "--socket",
             str(self.socket_path(name)),
+            "--state-dir",
+            str(self.state_dir(name)),
             *extra,
         ]
         proc = node.popen(argv, stdout=logf, stderr=logf, env={"PYRHFOS_NODE": name})
@@ -165,6 +167,10 @@ class Testbed:
             sock = str(self.socket_path(name))
             wait_until(lambda: proc.poll() is not None or answers(sock), 30, 0.05)
         return proc
+
+    def state_dir(self, name: str) -> Path:
+        """Node ``name``'s boot counter and partner mark (kept across its restarts, like /var/lib/pulse)."""
+        return self.workdir / f"state-{name}"
 
     def run_pulse(self, node: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """Run ``pulse -c <this lvs.cf> ARGS`` on ``node`` ("a", "b" or "client") and wait for it."""

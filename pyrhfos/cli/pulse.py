@@ -19,9 +19,8 @@ from ..config.model import ServiceKind
 from ..config.summary import format_summary
 from ..daemon.control import COMMANDS
 from ..daemon.shell import Options, serve
-from ..daemon.startup import StartupError, check_host, pidfile_owner, read_heartbeat_key
+from ..daemon.startup import AlreadyRunning, StartupError, check_host, lock_pidfile, read_heartbeat_key
 from ..defaults import PIDFILE, SOCKET
-from ..fileutil import atomic_write
 from ..net.host import local_ipv4_addresses
 from ..net.state import DEFAULT_DIR as DEFAULT_STATE_DIR
 from . import client, sync
@@ -188,9 +187,15 @@ def run_daemon(args: argparse.Namespace, path: str) -> int:
     except StartupError as e:
         print(e.render(path), file=sys.stderr)
         return EXIT_CONFIG
-    owner = pidfile_owner(args.pidfile)
-    if owner is not None:
-        print(f"pulse is already running (pid {owner}, {args.pidfile})", file=sys.stderr)
+    pidfile = os.path.abspath(args.pidfile)  # removed at exit, after daemonize moved to /
+    try:
+        # Locked before daemonizing (the children inherit the lock), so a refusal reaches stderr.
+        lock = lock_pidfile(pidfile)
+    except AlreadyRunning as e:
+        print(e, file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"pulse: cannot open pid file {pidfile}: {e.strerror}", file=sys.stderr)
         return 1
     if not args.nodaemon:
         daemonize()
@@ -205,10 +210,10 @@ def run_daemon(args: argparse.Namespace, path: str) -> int:
         state_dir=args.state_dir,
     )
     try:
-        # Renamed into place: a reader (init script, a second pulse) never sees it empty.
-        atomic_write(args.pidfile, f"{os.getpid()}\n".encode(), 0o644)
+        lock.write(os.getpid())
     except OSError as e:
-        log.error("cannot write pid file %s: %s", args.pidfile, e)
+        log.error("cannot write pid file %s: %s", pidfile, e)
+        lock.release()
         return 1
     try:
         return asyncio.run(serve(cfg, membership, opts, key))
@@ -219,10 +224,7 @@ def run_daemon(args: argparse.Namespace, path: str) -> int:
         log.exception("pulse stopped on an unexpected error")
         return 1
     finally:
-        try:
-            os.unlink(args.pidfile)
-        except OSError:
-            pass
+        lock.release()
 
 
 if __name__ == "__main__":
