@@ -1,19 +1,20 @@
 """Start-up checks before pulse daemonizes: this host's place in the pair, its interfaces, the beat key,
-and the pid file of a pulse already running.
+and the pid file, whose lock a running pulse holds.
 
 Each failure is a StartupError that names the lvs.cf line to blame, if any.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import os
 import stat
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
-
-import psutil
 
 from ..config.model import Config, Position
 from ..core.vocab import Role
@@ -121,20 +122,88 @@ def read_heartbeat_key(cfg: Config) -> bytes | None:
     return key
 
 
-def pidfile_owner(path: str) -> int | None:
-    """The pid of a running pulse that owns ``path``, or None when stale or absent."""
+class AlreadyRunning(Exception):
+    """Another pulse holds the pid file's lock; ``pid`` is what the file says (None while it starts)."""
+
+    def __init__(self, path: str, pid: int | None) -> None:
+        super().__init__(f"pulse is already running (pid {pid if pid else 'not yet written'}, {path})")
+        self.pid = pid
+
+
+class PidFile:
+    """The pid file, flock()ed by the running pulse for its whole life.
+
+    The lock is the proof, not the pid in the file: a pulse killed with SIGKILL leaves its file
+    behind, and the pid in it may since belong to anything, even another user's program named pulse,
+    but the kernel drops the lock with the last descriptor. ``flock -n FILE`` (util-linux) tests the
+    same lock from the init scripts. The descriptor is close-on-exec: no child may keep the lock.
+    """
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+
+    def write(self, pid: int) -> None:
+        """Record ``pid``, written over the (empty) file in place: the lock stays on this inode."""
+        data = f"{pid}\n".encode()
+        os.pwrite(self.fd, data, 0)
+        os.ftruncate(self.fd, len(data))
+
+    def release(self) -> None:
+        """Remove the file, if it is still ours, then drop the lock."""
+        if self.fd < 0:
+            return
+        with contextlib.suppress(OSError):
+            if _same_file(self.fd, self.path):
+                os.unlink(self.path)
+        os.close(self.fd)
+        self.fd = -1
+
+
+def _same_file(fd: int, path: str) -> bool:
     try:
-        with open(path) as fh:
-            pid = int(fh.read().strip() or 0)
-    except (OSError, ValueError):
-        return None
-    if pid <= 0 or pid == os.getpid():
-        return None
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def _read_pid(fd: int) -> int | None:
     try:
-        proc = psutil.Process(pid)
-        argv = proc.cmdline()[:4]
-    except psutil.Error:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
         return None
-    # Whole words only: a recycled pid now owned by pulseaudio is not a running pulse.
-    ours = any(os.path.basename(a) == "pulse" or a == "pyrhfos.cli" for a in argv)
-    return pid if ours else None
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+def lock_pidfile(path: str, wait: float = 0.5) -> PidFile:
+    """Take ``path``'s lock for this process (and the children it forks to daemonize).
+
+    Raises AlreadyRunning when another process holds it for longer than ``wait`` seconds (an init
+    script's ``flock -n`` test holds it for a moment only), OSError when the file cannot be opened.
+    A stale pid in the file is erased at once. O_NOFOLLOW: a symlink planted at the path is refused.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _read_pid(fd)
+            os.close(fd)
+            if time.monotonic() >= deadline:
+                raise AlreadyRunning(path, pid) from None
+            time.sleep(0.05)
+            continue
+        except BaseException:
+            os.close(fd)
+            raise
+        # A pulse that was exiting may have unlinked the file between our open and our lock: a lock
+        # on that orphan inode proves nothing, so open the path again.
+        if not _same_file(fd, path):
+            os.close(fd)
+            continue
+        os.ftruncate(fd, 0)
+        os.fchmod(fd, 0o644)  # readable by the init script and pulse status, whatever the umask was
+        return PidFile(path, fd)
