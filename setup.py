@@ -17,8 +17,8 @@ setup(
         "pyroute2>=0.7.12,<0.10",
         "scapy>=2.5,<2.9",
         "prometheus_client>=0.17,<1",  # metrics_port: the exposition format, not written by hand
-        # use_regex = 1: RE2 matches expect in time linear in the answer, so no pattern can stall the
-        # event loop (Python's re backtracks: "(a+)+$" takes forever). Google's own binding, with manylinux wheels.
+        # use_regex = 1: RE2 matches expect in time linear in the answer, so no pattern can stall
+        # the event loop (Python's re backtracks: "(a+)+$" takes forever). Google's own binding.
         "google-re2>=1.1,<2",
         # piranha-gui: Flask (small, well kept, Jinja2 autoescaping), Flask-WTF for CSRF tokens
         # (not hand-rolled), waitress as the production WSGI server (pure Python, no dev server).

@@ -322,6 +322,7 @@ KEYS: tuple[Key, ...] = (
     Key("sync", "global", Bool()),  # GUI
     Key("heartbeat_key", "global", Str()),  # pyrhfos extension
     Key("metrics_port", "global", _PORT),  # pyrhfos extension
+    Key("metrics_address", "global", IPv4()),  # pyrhfos extension
     Key("address", "failover", DevAddr()),
     Key("vip_nmask", "failover", Netmask()),
     Key("active", "failover", Bool()),

@@ -177,6 +177,7 @@ class Config:
     # pyrhfos extensions (documented in docs/lvs.cf.md)
     heartbeat_key: str | None = None
     metrics_port: int | None = None
+    metrics_address: IPv4Address | None = None  # None: 127.0.0.1 (daemon/metrics.METRICS_ADDRESS)
     failovers: tuple[Failover, ...] = ()
     virtuals: tuple[Virtual, ...] = ()
     path: str = field(default="lvs.cf", compare=False)

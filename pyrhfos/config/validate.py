@@ -203,6 +203,8 @@ class _Builder:
             self.error(at.get("backup_active", top), "'backup_active = 1' needs a 'backup' address")
         elif cfg.backup_active and cfg.backup == IPv4Address(0):
             self.error(at["backup"], "'backup = 0.0.0.0' with 'backup_active = 1': give the backup's address")
+        if cfg.metrics_address is not None and cfg.metrics_port is None:
+            self.warn(at["metrics_address"], "'metrics_address' has no effect without 'metrics_port'")
         pos = at.get("deadtime", at.get("keepalive", top))
         w = Seconds().write
         if s.bad("keepalive") or s.bad("deadtime"):

@@ -1,19 +1,28 @@
 """Prometheus metrics (optional, ``metrics_port`` in lvs.cf): the status, as prometheus_client exposes it.
 
-Values are read from the daemon's status at scrape time, so nothing is counted twice; only the
-probe latency histogram is fed as probes finish.
+Owns the metric families and their HTTP endpoint: one thread, a bounded number of connections, each
+bounded in time. Values are read from the daemon's status at scrape time, so nothing is counted twice;
+only the probe latency histogram is fed as probes finish.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import contextlib
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..core.vocab import State
+
+log = logging.getLogger(__name__)
 
 STATES = tuple(s.name.lower() for s in State)  # as pulse status names them
 
@@ -85,12 +94,191 @@ class Metrics:
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
-        self.server: Any = None
+        self.server: MetricsServer | None = None
 
     def serve(self, address: str, port: int) -> None:
-        """Listen on ``address:port`` only (this node's lvs.cf address), in a thread of its own."""
-        self.server, _ = start_http_server(port, addr=address, registry=self.registry)
+        """Listen on ``address:port`` only (lvs.cf's metrics_address), in a thread of its own."""
+        self.server = MetricsServer(make_wsgi_app(self.registry), address, port)
 
     def close(self) -> None:
         if self.server is not None:
-            self.server.shutdown()
+            self.server.close()
+
+
+# ------------------------------------------------------------------ the HTTP endpoint
+
+METRICS_ADDRESS = "127.0.0.1"  # lvs.cf metrics_address unset: this node only
+MAX_CONNECTIONS = 16  # open at once; a new one past this evicts the oldest
+REQUEST_TIMEOUT = 5.0  # seconds a connection may take to send its request, then to read the answer
+MAX_REQUEST = 8192  # bytes of request line and headers
+
+
+class _Conn:
+    """One client: its socket, what it sent so far, the answer still to send, and its deadline."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock = sock
+        self.request = bytearray()
+        self.answer: bytes | None = None  # set once the request is complete
+        self.deadline = deadline
+
+
+class MetricsServer:
+    """HTTP/1.0 on one thread and one selector: connections are bounded in number and in time.
+
+    prometheus_client's own server spends a thread per connection (300 idle connections made 300
+    threads in a root daemon); here no client can hold more than a slot for REQUEST_TIMEOUT seconds,
+    and the oldest slot goes when the table is full, so a scrape always gets in. The answer itself is
+    prometheus_client's WSGI app (content negotiation, gzip, name[] filters), called directly.
+    """
+
+    def __init__(
+        self,
+        app: Callable[..., Iterable[bytes]],
+        address: str,
+        port: int,
+        max_connections: int = MAX_CONNECTIONS,
+        timeout: float = REQUEST_TIMEOUT,
+    ) -> None:
+        self.app = app
+        self.max_connections = max_connections
+        self.timeout = timeout
+        self.listener = socket.create_server((address, port), backlog=64)
+        self.listener.setblocking(False)
+        self.address: tuple[str, int] = self.listener.getsockname()[:2]
+        self._wake, self._woken = socket.socketpair()  # close() rings it: no polling while idle
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.listener, selectors.EVENT_READ)
+        self.selector.register(self._woken, selectors.EVENT_READ)
+        self.conns: dict[socket.socket, _Conn] = {}  # in accept order: the first is the oldest
+        self.closing = False
+        self.thread = threading.Thread(target=self._run, name="metrics", daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.closing = True
+        with contextlib.suppress(OSError):
+            self._wake.send(b"x")
+        self.thread.join(5)
+        self._wake.close()
+
+    # -- the thread
+
+    def _run(self) -> None:
+        try:
+            while not self.closing:
+                self._expire(time.monotonic())
+                first = min((c.deadline for c in self.conns.values()), default=None)
+                wait = None if first is None else max(0.0, first - time.monotonic())
+                for key, events in self.selector.select(wait):
+                    conn: _Conn | None = key.data
+                    if key.fileobj is self.listener:
+                        self._accept()
+                    elif key.fileobj is self._woken:
+                        return
+                    elif conn is not None and self.conns.get(conn.sock) is conn:  # not dropped meanwhile
+                        if events & selectors.EVENT_READ:
+                            self._read(conn)
+                        else:
+                            self._write(conn)
+        except Exception:  # never silently: the endpoint is gone, pulse goes on
+            log.exception("metrics endpoint stopped")
+        finally:
+            for conn in list(self.conns.values()):
+                self._drop(conn)
+            self.selector.close()
+            self.listener.close()
+            self._woken.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # out of descriptors, say: the backlog waits for the next round
+                log.warning("metrics: cannot accept: %s", e)
+                return
+            if len(self.conns) >= self.max_connections:  # the oldest still silent goes, else the oldest
+                conns = self.conns.values()
+                self._drop(next((c for c in conns if c.answer is None), next(iter(conns))))
+            sock.setblocking(False)
+            self.conns[sock] = _Conn(sock, time.monotonic() + self.timeout)
+            self.selector.register(sock, selectors.EVENT_READ, self.conns[sock])
+
+    def _read(self, conn: _Conn) -> None:
+        try:
+            data = conn.sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(conn)
+            return
+        conn.request += data
+        end = conn.request.find(b"\r\n\r\n")
+        if end < 0:
+            end = conn.request.find(b"\n\n")
+        if end < 0 and len(conn.request) <= MAX_REQUEST:
+            return
+        if end < 0 or end > MAX_REQUEST:
+            conn.answer = _response("431 Request Header Fields Too Large", [], b"request too large\n")
+        else:
+            conn.answer = self._answer(bytes(conn.request[:end]))
+        conn.deadline = time.monotonic() + self.timeout
+        self.selector.modify(conn.sock, selectors.EVENT_WRITE, conn)
+        self._write(conn)
+
+    def _write(self, conn: _Conn) -> None:
+        assert conn.answer is not None
+        try:
+            sent = conn.sock.send(conn.answer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._drop(conn)
+            return
+        conn.answer = conn.answer[sent:]
+        if not conn.answer:
+            self._drop(conn)
+
+    def _expire(self, now: float) -> None:
+        for conn in [c for c in self.conns.values() if c.deadline <= now]:
+            self._drop(conn)
+
+    def _drop(self, conn: _Conn) -> None:
+        del self.conns[conn.sock]
+        self.selector.unregister(conn.sock)
+        conn.sock.close()
+
+    # -- one request
+
+    def _answer(self, head: bytes) -> bytes:
+        lines = head.decode("latin-1").replace("\r\n", "\n").split("\n")
+        parts = lines[0].split()
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+            return _response("400 Bad Request", [], b"bad request line\n")
+        method, target, _ = parts
+        path, _, query = target.partition("?")
+        environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if sep and name.strip().lower() in ("accept", "accept-encoding"):
+                environ["HTTP_" + name.strip().upper().replace("-", "_")] = value.strip()
+        status: list[Any] = []
+        try:
+            body = b"".join(self.app(environ, lambda s, h, exc_info=None: status.extend((s, h))))
+        except Exception as e:  # the status could not be read (the loop busy for 5 s, say)
+            log.warning("metrics: scrape failed: %s", e or type(e).__name__)
+            return _response("500 Internal Server Error", [], b"status unavailable\n")
+        return _response(status[0], status[1], body)
+
+
+def _response(status: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
+    """An HTTP/1.0 answer; the connection closes after it."""
+    lines = [f"HTTP/1.0 {status}", *(f"{k}: {v}" for k, v in headers)]
+    if not any(k.lower() == "content-length" for k, _ in headers):
+        lines.append(f"Content-Length: {len(body)}")
+    lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body

@@ -374,7 +374,7 @@ async def serve(cfg: Config, membership: Membership, opts: Options, key: bytes |
             control = ControlServer(opts.socket, daemon.control)
             await control.start()
         if cfg.metrics_port:
-            daemon.metrics = start_metrics(daemon, cfg, membership)
+            daemon.metrics = start_metrics(daemon, cfg)
         return await daemon.run()
     finally:
         if control is not None:
@@ -417,9 +417,9 @@ def beat_link(
     )
 
 
-def start_metrics(daemon: Daemon, cfg: Config, membership: Membership) -> Metrics | None:
-    """Prometheus metrics on this node's own lvs.cf address, or None (logged) when that fails."""
-    from .metrics import Metrics  # prometheus_client costs ~1.5 MB RSS: paid only with metrics_port
+def start_metrics(daemon: Daemon, cfg: Config) -> Metrics | None:
+    """Prometheus metrics on lvs.cf's metrics_address (127.0.0.1 unless set), or None (logged) on failure."""
+    from .metrics import METRICS_ADDRESS, Metrics  # prometheus_client ~1.5 MB RSS: only with metrics_port
 
     loop = asyncio.get_running_loop()
     assert cfg.metrics_port is not None
@@ -427,9 +427,9 @@ def start_metrics(daemon: Daemon, cfg: Config, membership: Membership) -> Metric
     async def status() -> dict[str, Any]:
         return daemon.status()
 
-    # Scrapes arrive on prometheus_client's thread: take the status on the loop's own thread.
+    # Scrapes arrive on the endpoint's thread: take the status on the loop's own thread.
     metrics = Metrics(lambda: asyncio.run_coroutine_threadsafe(status(), loop).result(5))
-    address = str(cfg.node_addresses(membership.role)[0])
+    address = METRICS_ADDRESS if cfg.metrics_address is None else str(cfg.metrics_address)
     try:
         metrics.serve(address, cfg.metrics_port)
     except OSError as e:

@@ -237,6 +237,17 @@ def test_deadtime_under_twice_keepalive_is_a_warning():
     ]
 
 
+def test_metrics_address_without_metrics_port_is_a_warning():
+    assert warnings(edit("deadtime = 10", "deadtime = 10\nmetrics_address = 0.0.0.0")) == [
+        "7:19: 'metrics_address' has no effect without 'metrics_port'"
+    ]
+    both = edit("deadtime = 10", "deadtime = 10\nmetrics_port = 9539\nmetrics_address = 192.168.1.10")
+    cfg, found = loads(both)
+    assert found == [] and str(cfg.metrics_address) == "192.168.1.10"
+    assert "metrics_address = 192.168.1.10\n" in write(cfg)
+    assert loads(GOOD)[0].metrics_address is None and "metrics_address" not in write(loads(GOOD)[0])
+
+
 def test_keepalive_minimum():
     assert errors(edit("keepalive = 2", "keepalive = 0.04")) == [
         "5:13: bad value for 'keepalive': 0.04 is too small (minimum 0.05)"

@@ -121,6 +121,7 @@ CASES = [
     ("global", "sync", "0", False, "no", "not 0 or 1"),
     ("global", "heartbeat_key", '"/etc/sysconfig/ha/key"', "/etc/sysconfig/ha/key", "a b", "double quotes"),
     ("global", "metrics_port", "9539", 9539, "65536", "65536 is out of range (1-65535)"),
+    ("global", "metrics_address", "0.0.0.0", A("0.0.0.0"), "localhost", "not an IPv4 address"),
     (
         "failover",
         "address",

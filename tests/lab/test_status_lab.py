@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import stat
 import time
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
@@ -83,11 +84,12 @@ def test_metrics_endpoint_parses_with_prometheus_parser(lab: Any, tmp_path: Path
     from prometheus_client.parser import text_string_to_metric_families
 
     bed = Testbed(lab, tmp_path, keepalive=0.2, deadtime=1.0)
-    bed.save_config(dataclasses.replace(bed.cfg, metrics_port=9539))
+    # Scraped from another host: metrics_address = 0.0.0.0, as the README says.
+    bed.save_config(dataclasses.replace(bed.cfg, metrics_port=9539, metrics_address=IPv4Address("0.0.0.0")))
     bed.start("a")
     bed.start("b")
     assert bed.wait_holders({"a"}, 15) == {"a"}
-    assert wait_until(lambda: "metrics on http://192.0.2.100:9539" in bed.log("a"), 10), bed.log("a")
+    assert wait_until(lambda: "metrics on http://0.0.0.0:9539" in bed.log("a"), 10), bed.log("a")
     time.sleep(1.0)  # a few probe rounds for the histogram
 
     def scrape(ip: str) -> dict[str, Any]:
@@ -106,3 +108,36 @@ def test_metrics_endpoint_parses_with_prometheus_parser(lab: Any, tmp_path: Path
     )
     sent = {s.labels["direction"]: s.value for s in a["pulse_beats"].samples if s.name == "pulse_beats_total"}
     assert sent["sent"] > 0 and sent["received"] > 0
+
+
+# On the node itself: 300 idle connections held open, pulse's thread count read meanwhile, one scrape.
+IDLE = """
+import json, socket, sys, time, urllib.request
+def threads():
+    with open(f"/proc/{sys.argv[1]}/status") as f:
+        return int(next(line.split()[1] for line in f if line.startswith("Threads:")))
+before = threads()
+idle = [socket.create_connection(("127.0.0.1", 9539)) for _ in range(300)]
+time.sleep(1.0)
+during = threads()
+text = urllib.request.urlopen("http://127.0.0.1:9539/metrics", timeout=5).read().decode()
+print(json.dumps({"before": before, "during": during, "scraped": "pulse_state" in text}))
+"""
+
+
+def test_metrics_listen_on_loopback_by_default_and_idle_clients_take_no_thread(
+    lab: Any, tmp_path: Path
+) -> None:
+    """Issue 13 item 12: metrics_address defaults to 127.0.0.1; 300 idle connections made 300 threads."""
+    import dataclasses
+
+    bed = Testbed(lab, tmp_path, keepalive=0.5, deadtime=3.0)
+    bed.save_config(dataclasses.replace(bed.cfg, metrics_port=9539))
+    bed.start("a")
+    assert wait_until(lambda: "metrics on http://127.0.0.1:9539" in bed.log("a"), 10), bed.log("a")
+    remote = bed.client.run_python(FETCH, "http://192.0.2.100:9539/metrics", check=False)
+    assert remote.returncode != 0 and "Connection refused" in remote.stderr, remote.stdout
+    res = bed.a.run_python(IDLE, str(bed.pulses["a"].pid), timeout=30)
+    got = json.loads(res.stdout)
+    assert got["scraped"], res.stdout
+    assert got["during"] <= got["before"], f"idle connections took threads in pulse: {got}"
