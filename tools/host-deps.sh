@@ -17,7 +17,9 @@ elif ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     need="$need python3-venv python3-pip"
 fi
 # pulse sync is tested against a real sshd that the test starts inside a lab namespace.
-command -v scp >/dev/null 2>&1 || need="$need openssh-client"
+command -v ssh >/dev/null 2>&1 || need="$need openssh-client"
+# ... and with tcsh as the partner's login shell (pulse sync hands it nothing but "sh -s").
+command -v tcsh >/dev/null 2>&1 || need="$need tcsh"
 if [ ! -x /usr/sbin/sshd ]; then
     need="$need openssh-server"
     # Debian's own switch: the packaged sshd never runs on this host (unit and init script honour it).

@@ -1,26 +1,27 @@
 """``pulse sync``: copy lvs.cf to the partner with ``rsh_command``, then have both daemons reload it.
 
-Piranha's setting names the remote-shell family: ``ssh`` copies with scp and runs with ssh, ``rsh`` with
-rcp and rsh. The file lands under a temporary name and is renamed over the partner's lvs.cf, so a
-daemon starting on the partner never reads half a file. Every remote command is an argv list here;
-the one string the remote shell sees is built from shlex-quoted words.
+Piranha's setting names the remote shell: ``ssh`` or ``rsh``. Every step on the partner is an sh
+script sent on standard input to ``sh -s`` (run_on_partner): the login shell there sees those two
+words only. The file travels inside the script, lands under a temporary name and is renamed over the
+partner's lvs.cf under ``flock lvs.cf.lock`` (piranha-gui's save lock), so a daemon starting there
+never reads half a file and a GUI save landing meanwhile is not overwritten silently.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import os
 import shlex
 import stat
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from ..config import ConfigError, load
+from ..config import ConfigError, loads
 from ..config.model import Config, RshCommand
 from ..daemon.control import request
 from ..defaults import SOCKET
@@ -28,7 +29,7 @@ from ..fileutil import BACKUP_STAMP
 from ..net.host import local_ipv4_addresses
 from .common import EXIT_CONFIG, add_configfile, find_config, load_or_report
 
-TIMEOUT = 60.0  # per scp/ssh call: a partner that hangs must not hang the administrator's shell
+TIMEOUT = 60.0  # per ssh/rsh call: a partner that hangs must not hang the administrator's shell
 
 
 class SyncError(Exception):
@@ -51,15 +52,6 @@ class Remote:
         opts = ["BatchMode=yes", "ConnectTimeout=10", *self.ssh_options]
         return [arg for o in opts for arg in ("-o", o)]
 
-    def copy_argv(self, source: str, target: str) -> list[str]:
-        """Copy ``source`` (a local path or ``:path`` on the partner) to ``target`` (likewise)."""
-
-        def where(p: str) -> str:
-            return f"{self.user}@{self.host}{p}" if p.startswith(":") else p
-
-        tool = ["scp", "-q", "-p"] if self.kind is RshCommand.SSH else ["rcp", "-p"]
-        return [*tool, *self._opts(), where(source), where(target)]
-
     def shell_argv(self, words: Sequence[str]) -> list[str]:
         """Run ``words`` on the partner; the remote shell gets them quoted, never interpreted."""
         tool = ["ssh"] if self.kind is RshCommand.SSH else ["rsh"]
@@ -80,16 +72,22 @@ def partner_address(cfg: Config, local_addresses: Sequence[IPv4Address]) -> str:
 
 
 NOT_RUNNING = 3  # `pulse reload`'s exit status when no daemon answers
+MARK = "pulse-sync:"  # the partner's script prints its findings on lines of their own, after any noise
+DONE = f"{MARK} replaced"  # printed last by the replace script: rsh reports no exit status
+STATUS = f"{MARK} exit status"  # likewise for the reload
+KEPT = f"{MARK} kept"  # the old file's backup: the number of its suffix
+LOCK_WAIT = 30  # seconds the partner waits for lvs.cf's lock (a GUI save holds it for a moment)
 
 
-def _run(argv: list[str], what: str, *, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
-    # The C locale: sync reads the tools' messages ("No such file"), which rcp's strerror would
-    # otherwise translate, and a partner without a file would then look like a failed read.
+def _run(
+    argv: list[str], what: str, *, ok: tuple[int, ...] = (0,), script: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    # The C locale: ssh's and rsh's own messages are reported as they are, not in the
+    # administrator's language, and nothing they print depends on it.
     env = {**os.environ, "LC_ALL": "C"}
+    stdin = {"input": script} if script is not None else {"stdin": subprocess.DEVNULL}
     try:
-        res = subprocess.run(
-            argv, capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL, env=env
-        )
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, env=env, **stdin)
     except FileNotFoundError:
         raise SyncError(f"{what}: {argv[0]} is not installed") from None
     except subprocess.TimeoutExpired:
@@ -100,52 +98,109 @@ def _run(argv: list[str], what: str, *, ok: tuple[int, ...] = (0,)) -> subproces
     return res
 
 
+def run_on_partner(remote: Remote, script: str, what: str) -> subprocess.CompletedProcess[str]:
+    """Run the sh ``script`` on the partner: ``sh -s`` reads it from standard input.
+
+    The partner's login shell (sh, bash, tcsh...) parses only the constant words ``sh -s``; every path
+    and value is inside the script, shlex-quoted for sh, so a newline, ``!``, quotes or ``$()`` in a
+    path are data there, never the login shell's syntax.
+    """
+    return _run(remote.shell_argv(["sh", "-s"]), what, script=script)
+
+
 @dataclass(frozen=True)
 class PartnerFile:
     data: bytes
-    mode: int  # permission bits (scp -p and rcp -p carry them)
+    mode: int  # permission bits
     serial: int | None  # None: the file has no serial_no, or does not parse
+
+
+def read_script(target: str) -> str:
+    """Print the partner's file as hex (od, POSIX) between two marks with its mode, or "absent"."""
+    return (
+        f"t={shlex.quote(target)}\n"
+        f'if [ ! -e "$t" ] && [ ! -L "$t" ]; then printf "%s\\n" "{MARK} absent"; exit 0; fi\n'
+        f'if [ ! -f "$t" ]; then echo "$t: not a regular file" >&2; exit 1; fi\n'
+        'mode=$(stat -L -c %a -- "$t") || exit 1\n'
+        f'printf "{MARK} file %s\\n" "$mode"\n'
+        'od -An -v -tx1 < "$t" || exit 1\n'
+        f'printf "%s\\n" "{MARK} end"\n'
+    )
+
+
+def parse_read(stdout: str, stderr: str) -> tuple[bytes, int] | None:
+    lines = stdout.splitlines()
+    if f"{MARK} absent" in lines:
+        return None
+    begin = next((i for i, line in enumerate(lines) if line.startswith(f"{MARK} file ")), None)
+    end = f"{MARK} end"
+    if begin is None or end not in lines[begin:]:
+        raise SyncError(f"reading the partner's lvs.cf: {stderr.strip() or 'its shell sent no file'}")
+    mode = int(lines[begin].split()[-1], 8)
+    hexdump = "".join(lines[begin + 1 : lines.index(end, begin)])
+    return bytes.fromhex(hexdump), mode
 
 
 def fetch_partner_file(remote: Remote, target: str) -> PartnerFile | None:
     """The partner's current file; None when it has none. Any other failure is a SyncError:
     a file that exists but cannot be read must not pass for "nothing to lose"."""
-    with tempfile.TemporaryDirectory(prefix="pulse-sync-") as tmp:
-        copy = os.path.join(tmp, "lvs.cf")
-        try:
-            _run(remote.copy_argv(f":{target}", copy), "reading the partner's lvs.cf")
-        except SyncError as e:
-            if "No such file" in str(e):  # scp and rcp both say so (strerror of ENOENT)
-                return None
-            raise
-        with open(copy, "rb") as f:
-            data = f.read()
-        mode = stat.S_IMODE(os.stat(copy).st_mode)
-        try:
-            cfg, _ = load(copy)
-        except ConfigError:
-            return PartnerFile(data, mode, None)
-        return PartnerFile(data, mode, cfg.serial_no)
+    res = run_on_partner(remote, read_script(target), "reading the partner's lvs.cf")
+    found = parse_read(res.stdout, res.stderr)
+    if found is None:
+        return None
+    data, mode = found
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")  # as config.load reads an old file
+    try:
+        cfg, _ = loads(text, target)
+    except ConfigError:
+        return PartnerFile(data, mode, None)
+    return PartnerFile(data, mode, cfg.serial_no)
 
 
-DONE = "pulse-sync: replaced"  # printed last by the partner's line: rsh reports no exit status
+def _printf_lines(data: bytes, target: str) -> str:
+    """sh lines that write exactly ``data`` to the file ``target`` (printf with octal escapes)."""
+    chunks = ["".join(f"\\{b:03o}" for b in data[i : i + 256]) for i in range(0, len(data), 256)]
+    body = "".join(f"printf '{c}'\n" for c in chunks)
+    return f"{{\n{body}}} > {target}"
 
 
-def replace_command(staging: str, target: str, backup: str) -> list[str]:
-    """The partner's command: keep its file (if any) as ``backup`` (``.1``, ``.2``... if taken) and
-    print "kept NAME", rename ``staging`` over the file, print DONE.
+def fingerprint(data: bytes | None) -> str:
+    """What the replace script compares the partner's file with: its sha256, or "absent"."""
+    return "absent" if data is None else hashlib.sha256(data).hexdigest()
 
-    A failed copy of the old file replaces nothing and removes the staging file. The line is
-    built from shlex-quoted words only and run by ``sh -c``: the login shell (csh, say) then
-    reads one quoted word, not sh syntax.
+
+def replace_script(data: bytes, mode: int, target: str, backup: str, expected: str) -> str:
+    """The partner's script: under ``flock TARGET.lock`` (the lock piranha-gui's saves take), check
+    the file is still the one read (``expected``, see fingerprint), write ``data`` as
+    ``TARGET.pulse-sync`` (mode ``mode``), keep the old file (if any) as ``backup`` (``.1``, ``.2``... if
+    taken) and print KEPT and that suffix's number (0: none; a name may hold a newline), rename the
+    new one over it, print DONE.
+
+    A failed write or copy of the old file replaces nothing and removes the staging file.
     """
-    t, b, s = shlex.quote(target), shlex.quote(backup), shlex.quote(staging)
+    t, b, s = shlex.quote(target), shlex.quote(backup), shlex.quote(f"{target}.pulse-sync")
     keep = (
         f'b={b}; n=0; while [ -e "$b" ]; do n=$((n + 1)); b={b}.$n; done; '
-        f'cp -p -- {t} "$b" || {{ rm -f -- {s}; exit 1; }}; printf \'kept %s\\n\' "$b"'
+        f'cp -p -- {t} "$b" || {{ rm -f -- {s}; exit 1; }}; printf \'{KEPT} %s\\n\' "$n"'
     )
-    line = f"if [ -e {t} ]; then {keep}; fi; mv -f -- {s} {t} && printf '%s\\n' {shlex.quote(DONE)}"
-    return ["sh", "-c", line]
+    return (
+        "umask 077\n"  # the staging file is the partner's secret until chmod gives it its mode
+        f"exec 9>>{shlex.quote(f'{target}.lock')} || exit 1\n"
+        f"flock -w {LOCK_WAIT} 9 || {{ echo {shlex.quote(f'{target}.lock')}': held by another process' >&2; "
+        "exit 1; }\n"
+        f"if [ -e {t} ]; then now=$(sha256sum < {t}) || exit 1; now=${{now%% *}}; else now=absent; fi\n"
+        f'if [ "$now" != {shlex.quote(expected)} ]; then\n'
+        f"    echo {t}': changed since it was read; run pulse sync again' >&2; exit 1\n"
+        "fi\n"
+        f"rm -f -- {s}\n"
+        f"{_printf_lines(data, s)} || {{ rm -f -- {s}; exit 1; }}\n"
+        f"chmod {mode:o} -- {s} || {{ rm -f -- {s}; exit 1; }}\n"
+        f"if [ -e {t} ]; then {keep}; fi\n"
+        f"mv -f -- {s} {t} && printf '%s\\n' {shlex.quote(DONE)}\n"
+    )
 
 
 def sync(
@@ -176,32 +231,29 @@ def sync(
     if theirs is not None and (theirs.data, theirs.mode) == (ours_data, ours_mode):
         say(f"{where} is already identical to {cfg.path} (serial {ours}): nothing copied")
         return
-    staging = f"{target}.pulse-sync"
     backup = f"{target}.{(now or datetime.datetime.now()).strftime(BACKUP_STAMP)}"
-    _run(remote.copy_argv(cfg.path, f":{staging}"), f"copying to {remote.host}")
+    expected = fingerprint(theirs.data if theirs is not None else None)
     what = f"replacing {target} on {remote.host}"
-    res = _run(remote.shell_argv(replace_command(staging, target, backup)), what)
+    res = run_on_partner(remote, replace_script(ours_data, ours_mode, target, backup, expected), what)
     lines = res.stdout.splitlines()  # a login shell may print more (a motd): look for ours only
     if DONE not in lines:
         said = res.stderr.strip() or "the partner's shell did not confirm the rename"
         raise SyncError(f"{what}: {said}; its file is unchanged unless the rename happened")
     say(f"copied {cfg.path} (serial {ours}) to {where}")
-    for kept in (line.removeprefix("kept ") for line in lines if line.startswith("kept ")):
+    for n in (line.removeprefix(KEPT).strip() for line in lines if line.startswith(KEPT)):
+        kept = backup if n == "0" else f"{backup}.{n}"
         say(f"the partner's previous file is kept as {kept}")
 
 
-STATUS = "pulse-sync: exit status"  # rsh reports no remote exit status: the partner prints it
-
-
-def reload_command(pulse: str, socket: str) -> list[str]:
+def reload_script(pulse: str, socket: str) -> str:
     """``pulse reload`` on the partner, then its exit status on a line of its own (see STATUS)."""
     reload = shlex.join([pulse, "reload", "--socket", socket])
-    return ["sh", "-c", f"{reload}; printf '%s %s\\n' {shlex.quote(STATUS)} \"$?\""]
+    return f"{reload} </dev/null\nprintf '%s %s\\n' {shlex.quote(STATUS)} \"$?\"\n"
 
 
 def reload_remote(remote: Remote, pulse: str, socket: str) -> str:
     what = f"reload on {remote.host}"
-    res = _run(remote.shell_argv(reload_command(pulse, socket)), what)
+    res = run_on_partner(remote, reload_script(pulse, socket), what)
     lines = res.stdout.splitlines()
     codes = [line.removeprefix(STATUS).strip() for line in lines if line.startswith(STATUS)]
     if not codes or not codes[-1].isdigit():

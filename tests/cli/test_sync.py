@@ -7,22 +7,42 @@ import dataclasses
 import datetime
 import re
 import shlex
+import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from pyrhfos.cli.sync import DONE, Remote, SyncError, reload_remote, replace_command, sync
+from pyrhfos.cli import sync as syncmod
+from pyrhfos.cli.sync import (
+    DONE,
+    KEPT,
+    Remote,
+    SyncError,
+    fingerprint,
+    parse_read,
+    read_script,
+    reload_remote,
+    replace_script,
+    sync,
+)
 from pyrhfos.config import load, write
 from pyrhfos.config.model import RshCommand
+from pyrhfos.fileutil import locked
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "etc" / "lvs.cf.example"
 NOW = datetime.datetime(2026, 11, 25, 12, 0, 0)
 
 
-def run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=cwd)
+def run(argv: list[str], cwd: Path, script: str | None = None) -> subprocess.CompletedProcess[str]:
+    stdin = {"input": script} if script is not None else {"stdin": subprocess.DEVNULL}
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=cwd, **stdin)
+
+
+def on_partner(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The partner's side as sync runs it: ``sh -s`` reading the script on standard input."""
+    return run(["sh", "-s"], cwd, script)
 
 
 def test_replace_keeps_the_old_file_under_a_free_name_and_renames_last(tmp_path: Path) -> None:
@@ -32,32 +52,73 @@ def test_replace_keeps_the_old_file_under_a_free_name_and_renames_last(tmp_path:
     target.write_text("old\n")
     target.chmod(0o640)
     backup.write_text("an earlier backup\n")  # taken: the next free name is used
-    staging.write_text("new\n")
-    res = run(replace_command(str(staging), str(target), str(backup)), tmp_path)
+    script = replace_script(b"new\n", 0o644, str(target), str(backup), fingerprint(b"old\n"))
+    res = on_partner(script, tmp_path)
     assert res.returncode == 0, res.stderr
     assert not (tmp_path / "ran").exists()
     kept = d / "lvs.cf.20261125-120000.1"
-    assert res.stdout.splitlines() == [f"kept {kept}", DONE]
+    assert res.stdout.splitlines() == [f"{KEPT} 1", DONE]
     assert kept.read_text() == "old\n" and (kept.stat().st_mode & 0o777) == 0o640
     assert backup.read_text() == "an earlier backup\n"
     assert target.read_text() == "new\n" and not staging.exists()
+    assert (target.stat().st_mode & 0o777) == 0o644, "the mode travels with the file"
 
 
 def test_replace_with_no_file_there_keeps_nothing(tmp_path: Path) -> None:
-    target, staging = tmp_path / "lvs.cf", tmp_path / "lvs.cf.pulse-sync"
-    staging.write_text("new\n")
-    res = run(replace_command(str(staging), str(target), str(tmp_path / "lvs.cf.backup")), tmp_path)
+    target = tmp_path / "lvs.cf"
+    data = bytes(range(256)) + b"no newline at the end, 100% exact \\ ' \""  # every byte value
+    res = on_partner(
+        replace_script(data, 0o600, str(target), str(tmp_path / "lvs.cf.backup"), "absent"), tmp_path
+    )
     assert res.returncode == 0 and res.stdout.splitlines() == [DONE], res
-    assert target.read_text() == "new\n" and sorted(p.name for p in tmp_path.iterdir()) == ["lvs.cf"]
+    assert target.read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lvs.cf", "lvs.cf.lock"]
 
 
 def test_failed_backup_replaces_nothing_and_removes_the_staging_file(tmp_path: Path) -> None:
     target, staging = tmp_path / "lvs.cf", tmp_path / "lvs.cf.pulse-sync"
     target.write_text("old\n")
-    staging.write_text("new\n")
-    res = run(replace_command(str(staging), str(target), str(tmp_path / "no-such-dir" / "backup")), tmp_path)
+    backup = str(tmp_path / "no-such-dir" / "backup")
+    res = on_partner(replace_script(b"new\n", 0o600, str(target), backup, fingerprint(b"old\n")), tmp_path)
     assert res.returncode != 0 and DONE not in res.stdout
     assert target.read_text() == "old\n" and not staging.exists()
+
+
+def test_replace_refuses_a_file_changed_since_it_was_read(tmp_path: Path) -> None:
+    """A GUI save that landed between sync's read and its rename is not overwritten."""
+    target = tmp_path / "lvs.cf"
+    target.write_text("saved by the GUI meanwhile\n")
+    for expected in (fingerprint(b"what sync read\n"), "absent"):
+        res = on_partner(
+            replace_script(b"new\n", 0o600, str(target), str(tmp_path / "bak"), expected), tmp_path
+        )
+        assert res.returncode == 1 and "changed since it was read" in res.stderr, res.stderr
+        assert target.read_text() == "saved by the GUI meanwhile\n"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["lvs.cf", "lvs.cf.lock"]
+
+
+def test_replace_waits_for_the_lock_piranha_gui_takes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(syncmod, "LOCK_WAIT", 1)
+    target = tmp_path / "lvs.cf"
+    target.write_text("old\n")
+    script = replace_script(b"new\n", 0o600, str(target), str(tmp_path / "bak"), fingerprint(b"old\n"))
+    with locked(target):  # a piranha-gui save in progress
+        res = on_partner(script, tmp_path)
+    assert res.returncode == 1 and "lvs.cf.lock: held by another process" in res.stderr, res.stderr
+    assert target.read_text() == "old\n" and not (tmp_path / "lvs.cf.pulse-sync").exists()
+    assert on_partner(script, tmp_path).returncode == 0 and target.read_text() == "new\n"
+
+
+def test_read_script_reports_the_file_its_mode_or_its_absence(tmp_path: Path) -> None:
+    target = tmp_path / "lvs.cf"
+    res = on_partner(read_script(str(target)), tmp_path)
+    assert parse_read(res.stdout, res.stderr) is None
+    target.write_bytes(bytes(range(256)))
+    target.chmod(0o640)
+    res = on_partner("echo noise from a login shell\n" + read_script(str(target)), tmp_path)
+    assert parse_read(res.stdout, res.stderr) == (bytes(range(256)), 0o640)
 
 
 def test_remote_argv_passes_one_quoted_line() -> None:
@@ -73,12 +134,9 @@ def test_remote_argv_passes_one_quoted_line() -> None:
 
 @dataclasses.dataclass(frozen=True)
 class LocalRemote(Remote):
-    """A "partner" on this host: cp for scp, sh for ssh, and, like rsh, no remote exit status."""
+    """A "partner" on this host: sh for ssh, and, like rsh, no remote exit status."""
 
     shell_runs: bool = True
-
-    def copy_argv(self, source: str, target: str) -> list[str]:
-        return ["cp", "-p", "--", source.removeprefix(":"), target.removeprefix(":")]
 
     def shell_argv(self, words: Sequence[str]) -> list[str]:
         return ["sh", "-c", shlex.join(words) + "; exit 0"] if self.shell_runs else ["true"]
@@ -104,7 +162,7 @@ def test_sync_keeps_the_partners_file_and_skips_an_identical_one(tmp_path: Path,
     assert said[-1] == f"the partner's previous file is kept as {kept}", said
     said.clear()
     sync(cfg, LocalRemote(RshCommand.RSH, "partner"), str(theirs), say=said.append, now=NOW)
-    assert "already identical" in said[0] and len(list(tmp_path.glob("theirs.cf.*"))) == 1
+    assert "already identical" in said[0] and len(list(tmp_path.glob("theirs.cf.2*"))) == 1
     theirs.chmod(0o666)  # same bytes, other mode: still copied (the mode travels with the file)
     said.clear()
     sync(cfg, LocalRemote(RshCommand.RSH, "partner"), str(theirs), say=said.append, now=NOW)
@@ -118,20 +176,20 @@ def test_sync_to_a_partner_without_a_file(tmp_path: Path, ours: Path) -> None:
     assert (tmp_path / "new.cf").read_bytes() == ours.read_bytes() and not any("kept" in s for s in said)
 
 
-def test_the_copy_tools_run_in_the_c_locale(
+def test_the_remote_shell_runs_in_the_c_locale(
     tmp_path: Path, ours: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """sync reads the tools' "No such file": an administrator's LANG must not translate it."""
+    """ssh's and rsh's messages are reported as they are: an administrator's LANG must not change them."""
     monkeypatch.setenv("LC_ALL", "de_DE.UTF-8")
 
     @dataclasses.dataclass(frozen=True)
     class Translated(LocalRemote):
-        """cp as a localised rcp would answer outside the C locale."""
+        """A partner shell that, outside the C locale, answers as a localised tool would."""
 
-        def copy_argv(self, source: str, target: str) -> list[str]:
+        def shell_argv(self, words: Sequence[str]) -> list[str]:
             msg = "Datei oder Verzeichnis nicht gefunden"
-            script = f'[ "$LC_ALL" = C ] || {{ echo "{msg}" >&2; exit 1; }}; exec cp -p -- "$1" "$2"'
-            return ["sh", "-c", script, "sh", source.removeprefix(":"), target.removeprefix(":")]
+            script = f'[ "$LC_ALL" = C ] || {{ echo "{msg}" >&2; exit 1; }}; {shlex.join(words)}'
+            return ["sh", "-c", script]
 
     cfg, _ = load(str(ours))
     sync(cfg, Translated(RshCommand.RSH, "partner"), str(tmp_path / "new.cf"), say=lambda _: None)
@@ -153,8 +211,17 @@ def test_a_rename_the_partner_does_not_confirm_is_an_error(tmp_path: Path, ours:
     theirs = tmp_path / "theirs.cf"
     theirs.write_text("old\n")
     with pytest.raises(SyncError, match="did not confirm"):
-        sync(cfg, LocalRemote(RshCommand.RSH, "partner", shell_runs=False), str(theirs), say=lambda _: None)
+        sync(cfg, LosesTheReplace(RshCommand.RSH, "partner"), str(theirs), say=lambda _: None)
     assert theirs.read_text() == "old\n"
+
+
+@dataclasses.dataclass(frozen=True)
+class LosesTheReplace(LocalRemote):
+    """A partner whose shell runs the read but not the replace script, and exits 0 as rsh does."""
+
+    def shell_argv(self, words: Sequence[str]) -> list[str]:
+        script = 's=$(cat); case $s in *"mv -f"*) exit 0 ;; esac; printf "%s\\n" "$s" | ' + shlex.join(words)
+        return ["sh", "-c", script + "; exit 0"]
 
 
 @pytest.mark.parametrize(
@@ -183,3 +250,42 @@ def test_reload_on_the_partner_reports_its_exit_status_through_rsh(
         assert reload_remote(remote, str(pulse), "/run/pulse.sock") == outcome
     with pytest.raises(SyncError, match="no exit status"):
         reload_remote(LocalRemote(RshCommand.RSH, "partner", shell_runs=False), str(pulse), "/run/pulse.sock")
+
+
+@dataclasses.dataclass(frozen=True)
+class TcshPartner(LocalRemote):
+    """A partner whose login shell is tcsh, as sshd or rshd would run it: ``tcsh -c COMMAND``."""
+
+    def shell_argv(self, words: Sequence[str]) -> list[str]:
+        return ["tcsh", "-c", shlex.join(words)]
+
+
+HOSTILE = "new\nline ! !! 'single' \"double\" $(touch ran) `touch ran2` ${HOME}"
+
+
+@pytest.mark.skipif(
+    shutil.which("tcsh") is None, reason="tcsh not installed (tools/host-deps.sh installs it)"
+)
+def test_a_tcsh_login_shell_parses_no_path(tmp_path: Path, ours: Path) -> None:
+    """Item 17: the partner's login shell sees ``sh -s`` only; paths with a newline, ``!``, quotes,
+    ``$()`` and backquotes are data in the script it forwards."""
+    d = tmp_path / HOSTILE
+    d.mkdir()
+    target = d / "lvs.cf"
+    target.write_text(ours.read_text().replace("serial_no = 5", "serial_no = 4"))
+    before = target.read_bytes()
+    cfg, _ = load(str(ours))
+    said: list[str] = []
+    partner = TcshPartner(RshCommand.SSH, "partner")
+    sync(cfg, partner, str(target), say=said.append, now=NOW)
+    assert target.read_bytes() == ours.read_bytes(), said
+    kept = d / "lvs.cf.20261125-120000"
+    assert kept.read_bytes() == before and said[-1] == f"the partner's previous file is kept as {kept}"
+    pulse = d / "pulse"
+    pulse.write_text('#!/bin/sh\necho "reloaded with $*"\n')
+    pulse.chmod(0o755)
+    assert (
+        reload_remote(partner, str(pulse), str(d / "ctl.sock"))
+        == f"reloaded with reload --socket {d}/ctl.sock"
+    )
+    assert not list(tmp_path.rglob("ran*")), "no command substitution ran"

@@ -5,9 +5,11 @@ Each node reads its own lvs.cf (the lab's nodes share one disk), so a copy is vi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -43,12 +45,15 @@ def keygen(path: Path) -> str:
     return path.with_suffix(".pub").read_text().strip()
 
 
-@pytest.fixture
-def sshd_on_b(lab: Any, tmp_path: Path) -> Iterator[tuple[Testbed, list[str]]]:
-    """A pulse pair with a root-login, key-only sshd on b; yields the ssh options that reach it."""
+@contextlib.contextmanager
+def sshd_on(bed: Testbed, tmp_path: Path, login_shell: str | None = None) -> Iterator[list[str]]:
+    """A root-login, key-only sshd on b; yields the ssh options that reach it.
+
+    ``login_shell``: root's shell for this sshd only, from a copy of /etc/passwd bound over it in
+    the sshd's own mount namespace (ip netns exec made one; nothing reaches the host's).
+    """
     if not os.access(SSHD, os.X_OK):
         pytest.skip("openssh-server is not installed (make test installs it)")
-    bed = Testbed(lab, tmp_path, keepalive=0.5, deadtime=10, global_settings={"rsh_command": RshCommand.SSH})
     ssh = tmp_path / "ssh"
     ssh.mkdir(mode=0o700)
     client_key = keygen(ssh / "id")
@@ -63,25 +68,46 @@ def sshd_on_b(lab: Any, tmp_path: Path) -> Iterator[tuple[Testbed, list[str]]]:
         # The test's files live under /tmp (mode 1777), which StrictModes would refuse.
         "StrictModes no\n"
     )
+    argv = [SSHD, "-D", "-e", "-f", str(ssh / "sshd_config")]
+    if login_shell is not None:
+        passwd = ssh / "passwd"
+        rows = [r.split(":") for r in Path("/etc/passwd").read_text().splitlines()]
+        passwd.write_text(
+            "".join(
+                ":".join(r[:6] + [login_shell]) + "\n" if r[0] == "root" else ":".join(r) + "\n" for r in rows
+            )
+        )
+        argv = ["sh", "-c", 'mount --bind "$0" /etc/passwd && exec "$@"', str(passwd), *argv]
     privsep = Path("/run/sshd")  # sshd insists on its privilege-separation directory
     made = not privsep.exists()
     privsep.mkdir(mode=0o755, exist_ok=True)
     log = open(tmp_path / "sshd.log", "wb")  # noqa: SIM115 - closed in finally
-    sshd = bed.b.popen([SSHD, "-D", "-e", "-f", str(ssh / "sshd_config")], stdout=log, stderr=log)
+    sshd = bed.b.popen(argv, stdout=log, stderr=log)
     try:
-        options = [
+        probe = f"import socket; socket.create_connection(({bed.b.ip!r}, 22), 1).close()"
+        assert wait_until(lambda: bed.a.run_python(probe, check=False).returncode == 0, 15), (
+            tmp_path / "sshd.log"
+        ).read_text()
+        yield [
             f"IdentityFile={ssh / 'id'}",
             "IdentitiesOnly=yes",
             f"UserKnownHostsFile={ssh / 'known_hosts'}",
             "GlobalKnownHostsFile=/dev/null",
             "StrictHostKeyChecking=yes",
         ]
-        yield bed, options
     finally:
         stop_process(sshd)
         log.close()
         if made:
             shutil.rmtree(privsep, ignore_errors=True)
+
+
+@pytest.fixture
+def sshd_on_b(lab: Any, tmp_path: Path) -> Iterator[tuple[Testbed, list[str]]]:
+    """A pulse pair with a root-login, key-only sshd on b; yields the ssh options that reach it."""
+    bed = Testbed(lab, tmp_path, keepalive=0.5, deadtime=10, global_settings={"rsh_command": RshCommand.SSH})
+    with sshd_on(bed, tmp_path) as options:
+        yield bed, options
 
 
 def own_config(bed: Testbed, name: str) -> Path:
@@ -171,3 +197,48 @@ def test_reload_reports_errors_and_keeps_running(lab: Any, tmp_path: Path) -> No
     assert res.returncode == 1 and "needs a restart" in res.stderr, res.stderr
     assert bed.holders() == {"a"}
     assert status(bed, "a")["node"]["state"] == "active"
+
+
+HOSTILE = "b dir\nline ! !! 'single' \"double\" $(touch ran) `touch ran2` ${HOME}"
+
+
+@pytest.mark.skipif(shutil.which("tcsh") is None, reason="tcsh not installed (make test installs it)")
+def test_sync_to_a_tcsh_login_shell_with_a_hostile_path(lab: Any, tmp_path: Path) -> None:
+    """Issue 13, item 17: root's login shell on the partner is tcsh and the partner's lvs.cf, pulse
+    and control socket lie under a directory named with a newline, ``!``, quotes, ``$()`` and
+    backquotes. tcsh sees ``sh -s`` only: the copy, the rename (under ``flock lvs.cf.lock``) and the
+    reload all work, and nothing in the path runs."""
+    bed = Testbed(lab, tmp_path, keepalive=0.5, deadtime=10, global_settings={"rsh_command": RshCommand.SSH})
+    with sshd_on(bed, tmp_path, login_shell=shutil.which("tcsh")) as options:
+        shell = bed.a.run(
+            "ssh", *[a for o in options for a in ("-o", o)], f"root@{bed.b.ip}", "echo $shell", check=False
+        )
+        assert shell.stdout.strip().endswith("tcsh"), shell.stdout + shell.stderr
+        a_cf = own_config(bed, "a")
+        odd = tmp_path / HOSTILE
+        odd.mkdir()
+        b_cf = odd / "lvs.cf"
+        b_cf.write_text(write(bed.cfg))
+        before = b_cf.read_bytes()
+        cfg, _ = load(a_cf)
+        a_cf.write_text(write(dataclasses.replace(cfg, serial_no=7)))
+        bed.start("a", config=a_cf)
+        bed.start("b", config=b_cf)
+        assert bed.wait_holders({"a"}, 15) == {"a"}
+        pulse = odd / "pulse"
+        pulse.write_text(f'#!/bin/sh\nexec {shlex.quote(PULSE)} "$@"\n')
+        pulse.chmod(0o755)
+        argv = [sys.executable, "-m", "pyrhfos.cli", "sync", "-c", str(a_cf), "--remote-file", str(b_cf)]
+        argv += ["--remote-pulse", str(pulse), "--remote-socket", str(bed.socket_path("b"))]
+        argv += ["--socket", str(bed.socket_path("a"))]
+        for o in options:
+            argv += ["--ssh-option", o]
+        done = bed.a.run(*argv, check=False, timeout=90)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "partner: reloaded" in done.stdout, done.stdout
+        assert b_cf.read_bytes() == a_cf.read_bytes()
+        (backup,) = backups(b_cf)
+        assert backup.read_bytes() == before and f"kept as {backup}" in done.stdout, done.stdout
+        assert Path(f"{b_cf}.lock").exists(), "the rename ran under lvs.cf's lock"
+        assert wait_until(lambda: status(bed, "b")["node"]["serial"] == 7, 10)
+    assert not list(tmp_path.rglob("ran*")) and not Path("/root/ran").exists(), "nothing in the path ran"
