@@ -269,8 +269,9 @@ def reload_remote(remote: Remote, pulse: str, socket: str) -> str:
 def sync_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pulse sync",
-        description="Copy lvs.cf to the partner with rsh_command (ssh: scp, rsh: rcp) under a temporary "
-        "name, rename it into place, then reload pulse on both nodes. Refused when the file does not "
+        description="Copy lvs.cf to the partner through rsh_command (ssh or rsh, running 'sh -s' there "
+        "with the steps on standard input) under a temporary name, rename it into place under the "
+        "file's lock (flock FILE.lock), then reload pulse on both nodes. Refused when the file does not "
         "pass pulse --check, or when the partner's copy has a higher serial_no (see --force).",
     )
     add_configfile(p, "copy")
@@ -285,7 +286,7 @@ def sync_parser() -> argparse.ArgumentParser:
         metavar="OPTION",
         action="append",
         default=[],
-        help="passed to scp and ssh as -o OPTION, e.g. IdentityFile=/root/.ssh/pulse (repeatable)",
+        help="passed to ssh as -o OPTION, e.g. IdentityFile=/root/.ssh/pulse (repeatable)",
     )
     p.add_argument("--force", action="store_true", help="overwrite a partner file with a higher serial_no")
     p.add_argument("--no-reload", action="store_true", help="copy only; reload neither daemon")
