@@ -46,7 +46,7 @@ setup(
     package_data={"pyrhfos.web": ["templates/*.html", "static/*"]},
     entry_points={
         "console_scripts": [
-            "pulse=pyrhfos.cli.pulse:main",
+            "pulse=pyrhfos.cli.main:main",
             "piranha-gui=pyrhfos.web.app:main",
             "piranha-passwd=pyrhfos.web.passwd:main",
         ]

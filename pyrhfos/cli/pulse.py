@@ -1,7 +1,7 @@
-"""The ``pulse`` command: Piranha's options, ``--check``, daemonizing, pid file and logging.
+"""``pulse`` itself: Piranha's options, ``--check``, daemonizing, the pid file and logging.
 
-Everything here is start-up plumbing; the running daemon lives in pyrhfos/daemon/. The words
-``status|takeover|release|reload`` go to client.py, ``sync`` to sync.py.
+Everything here is start-up plumbing; the running daemon lives in pyrhfos/daemon/. cli/main.py is the
+entry point and sends ``status|takeover|release|reload`` to client.py and ``sync`` to sync.py.
 """
 
 from __future__ import annotations
@@ -17,13 +17,11 @@ from collections.abc import Sequence
 from .. import __version__
 from ..config.model import ServiceKind
 from ..config.summary import format_summary
-from ..daemon.control import COMMANDS
 from ..daemon.shell import Options, serve
 from ..daemon.startup import AlreadyRunning, StartupError, check_host, lock_pidfile, read_heartbeat_key
 from ..defaults import PIDFILE, SOCKET
 from ..net.host import local_ipv4_addresses
 from ..net.state import DEFAULT_DIR as DEFAULT_STATE_DIR
-from . import client, sync
 from .common import EXIT_CONFIG, add_configfile, find_config, load_or_report
 
 log = logging.getLogger("pulse")
@@ -154,11 +152,8 @@ def cmd_check(path: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The daemon and ``--check`` (cli/main.py sends the other words elsewhere)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in COMMANDS:
-        return client.main(argv)
-    if argv and argv[0] == "sync":
-        return sync.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.usage:

@@ -9,13 +9,14 @@ import os
 import time
 from collections import deque
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config.model import Config
-from ..core.machine import Cluster
-from .beatlink import BeatLink
-from .services import ServiceSet
-from .startup import Membership
+if TYPE_CHECKING:  # types only: pulse status and piranha-gui render a status without the daemon's parts
+    from ..config.model import Config
+    from ..core.machine import Cluster
+    from .beatlink import BeatLink
+    from .services import ServiceSet
+    from .startup import Membership
 
 SCHEMA = 1
 _PROBE = {None: "unknown", True: "ok", False: "failed"}
