@@ -15,6 +15,8 @@ from ..defaults import SOCKET
 
 DEFAULT_INITSCRIPT = "/etc/rc.d/init.d/pulse"
 PREFIX = "/piranha"
+AUTO = "auto"  # the query parameter of the monitoring page's own refresh (not activity: auth.py)
+MAX_BODY = 64 * 1024  # bytes of a request body, for Flask and for waitress alike
 
 # One blueprint for every module's pages, so endpoints stay "piranha.<view>" (the templates' url_for).
 bp = Blueprint("piranha", __name__, url_prefix=PREFIX)
@@ -28,6 +30,7 @@ class Settings:
     initscript: str = DEFAULT_INITSCRIPT
     pulse: str = ""  # the pulse executable; "" = the one installed beside this Python
     command_timeout: float = 120.0
+    behind_tls_proxy: bool = False  # X-Forwarded-Proto/-For believed from a loopback peer (app.py)
 
     def pulse_argv(self) -> list[str]:
         if self.pulse:
