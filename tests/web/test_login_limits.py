@@ -10,36 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from guirig import PASSWORD, Clock, csrf_of, settings_in
 
 from pyrhfos.web import app as webapp
-from pyrhfos.web import auth, passwd
-from pyrhfos.web.common import Settings
+from pyrhfos.web import auth
 
-PASSWORD = "correct horse battery"
-FAST = {"n": 2**4, "r": 1, "p": 1}
-EXAMPLE = Path(__file__).resolve().parents[2] / "etc" / "lvs.cf.example"
 ADMIN, NEIGHBOUR = "2001:db8:5:7::10", "2001:db8:5:7::66"  # one /64
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture
 def gui(tmp_path: Path) -> dict[str, Any]:
-    cfg = tmp_path / "lvs.cf"
-    cfg.write_text(EXAMPLE.read_text())
-    pw = tmp_path / "piranha.passwd"
-    pw.write_text(passwd.hash_password(PASSWORD, **FAST) + "\n")
     clock = Clock()
-    settings = Settings(
-        config=cfg, passwd_file=pw, socket=str(tmp_path / "none.sock"), initscript="/bin/false"
-    )
-    app = webapp.create_app(settings, auth.Throttle(clock=clock), auth.Sessions(clock=clock))
+    app = webapp.create_app(settings_in(tmp_path), auth.Throttle(clock=clock), auth.Sessions(clock=clock))
     app.config["TESTING"] = True
     return {"app": app, "clock": clock}
 
@@ -47,18 +29,14 @@ def gui(tmp_path: Path) -> dict[str, Any]:
 def login(client: Any, addr: str, password: str = PASSWORD) -> Any:
     env = {"REMOTE_ADDR": addr}
     page = client.get("/piranha/login", environ_base=env).get_data(as_text=True)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert token, page
-    form = {"csrf_token": token.group(1), "username": "piranha", "password": password}
+    form = {"csrf_token": csrf_of(page), "username": "piranha", "password": password}
     return client.post("/piranha/login", data=form, environ_base=env)
 
 
 def logout(client: Any, addr: str) -> None:
     env = {"REMOTE_ADDR": addr}
     page = client.get("/piranha/control", environ_base=env).get_data(as_text=True)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert token, page
-    resp = client.post("/piranha/logout", data={"csrf_token": token.group(1)}, environ_base=env)
+    resp = client.post("/piranha/logout", data={"csrf_token": csrf_of(page)}, environ_base=env)
     assert resp.status_code == 302
 
 

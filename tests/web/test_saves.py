@@ -20,38 +20,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from guirig import EXAMPLE, PASSWORD, csrf_of, settings_in
 
 from pyrhfos import fileutil
 from pyrhfos.config import load
 from pyrhfos.web import app as webapp
-from pyrhfos.web import audit, edits, passwd
+from pyrhfos.web import audit, edits
 from pyrhfos.web import control as webcontrol
 from pyrhfos.web.common import Settings
 
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "etc" / "lvs.cf.example"
-PASSWORD = "correct horse battery"
 LATIN1 = ("# caf\xe9: an old latin-1 file\n" + EXAMPLE.read_text()).encode("latin-1")
 
 
 @pytest.fixture
 def gui(tmp_path: Path) -> dict[str, Any]:
-    cfg = tmp_path / "lvs.cf"
-    cfg.write_text(EXAMPLE.read_text())
-    pw = tmp_path / "piranha.passwd"
-    pw.write_text(passwd.hash_password(PASSWORD, n=2**4, r=1, p=1) + "\n")
-    settings = Settings(
-        config=cfg, passwd_file=pw, socket=str(tmp_path / "none.sock"), initscript=str(tmp_path / "init")
-    )
+    settings = settings_in(tmp_path, initscript=str(tmp_path / "init"))
+    cfg = settings.config
     app = webapp.create_app(settings)
     app.config["TESTING"] = True
     return {"app": app, "client": app.test_client(), "cfg": cfg, "tmp": tmp_path, "settings": settings}
-
-
-def csrf_of(page: str) -> str:
-    m = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert m, page
-    return m.group(1)
 
 
 def login(client: Any, password: str = PASSWORD) -> Any:

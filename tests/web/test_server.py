@@ -15,22 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from guirig import PASSWORD, settings_in
 
 from pyrhfos.web import app as webapp
-from pyrhfos.web import auth, passwd
-from pyrhfos.web.common import Settings
-
-PASSWORD = "correct horse battery"
-FAST = {"n": 2**4, "r": 1, "p": 1}
-EXAMPLE = Path(__file__).resolve().parents[2] / "etc" / "lvs.cf.example"
-
-
-def settings_in(tmp: Path, **kw: Any) -> Settings:
-    cfg = tmp / "lvs.cf"
-    cfg.write_text(EXAMPLE.read_text())
-    pw = tmp / "piranha.passwd"
-    pw.write_text(passwd.hash_password(PASSWORD, **FAST) + "\n")
-    return Settings(config=cfg, passwd_file=pw, socket=str(tmp / "none.sock"), initscript="/bin/false", **kw)
+from pyrhfos.web import auth
 
 
 @pytest.fixture

@@ -16,20 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from guirig import EXAMPLE, FAST, PASSWORD, REPO, Clock, csrf_of, settings_in
 
 from pyrhfos.config import load, loads, write
 from pyrhfos.web import app as webapp
 from pyrhfos.web import auth, edits, passwd
 from pyrhfos.web import control as webcontrol
-from pyrhfos.web.common import Settings
-
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "etc" / "lvs.cf.example"
-PASSWORD = "correct horse battery"
-
-# Fast scrypt for tests that hash many times; the file format stores the parameters, so verify follows.
-FAST = {"n": 2**4, "r": 1, "p": 1}
-
 
 # ------------------------------------------------------------------ piranha-passwd
 
@@ -94,37 +86,15 @@ def test_passwd_prompts_twice(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ the app
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, Any]:
-    cfg = tmp_path / "lvs.cf"
-    cfg.write_text(EXAMPLE.read_text())
+    settings = settings_in(tmp_path, initscript=str(tmp_path / "initscript"))
+    cfg, pw = settings.config, settings.passwd_file
     cfg.chmod(0o640)
-    pw = tmp_path / "piranha.passwd"
-    pw.write_text(passwd.hash_password(PASSWORD, **FAST) + "\n")
     clock = Clock()
-    settings = Settings(
-        config=cfg,
-        passwd_file=pw,
-        socket=str(tmp_path / "none.sock"),
-        initscript=str(tmp_path / "initscript"),
-    )
     app = webapp.create_app(settings, auth.Throttle(clock=clock))
     app.config["TESTING"] = True
     return {"app": app, "client": app.test_client(), "cfg": cfg, "pw": pw, "clock": clock, "tmp": tmp_path}
-
-
-def csrf_of(html: str) -> str:
-    m = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert m, html
-    return m.group(1)
 
 
 def login(client: Any, password: str = PASSWORD, user: str = "piranha") -> Any:
