@@ -15,6 +15,7 @@ from .wire import Beat
 REPLAY = "replay"  # a beat this path already carried, or one from an earlier boot of the partner
 STALE = "stale"  # older than a beat heard on another path: a slower path's late copy
 WRONG_ROLE = "wrong-role"  # claims our own role: a reflection of our beat
+NEW_BOOT = "new-boot"  # a later start while the current one still beats: heard once the current one ends
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,10 @@ class ReplayGuard:
     boot, and both are under the MAC: an earlier boot (lower counter) or an earlier part of this boot
     (seq at or below the high-water mark) is a recording, whatever this node's own restarts, since the
     mark is kept across them. A higher counter cannot be a recording (no recording of a later start
-    exists), so a new boot is taken at once. The one copy of the newest beat that each other path
-    carries within ``twin_window`` seconds is a twin: it proves that path alive and says nothing new.
+    exists), yet it never displaces a boot heard within ``liveness`` seconds (deadtime) that has not
+    said LEAVING: two live boots of one partner cannot both be real. The one copy of the newest beat
+    that each other path carries within ``twin_window`` seconds is a twin: it proves that path alive
+    and says nothing new.
     No wall clock is read, so a clock step on either node opens no window and locks nobody out (the
     sender's counter takes max(last + 1, wall-clock second) at start; see docs/heartbeat.md).
     """
@@ -50,16 +53,19 @@ class ReplayGuard:
         *,
         authenticated: bool = True,
         twin_window: float = 1.0,
+        liveness: float = 0.0,
         mark: HighWater | None = None,
     ) -> None:
         self.partner = partner
         self.authenticated = authenticated
         self.twin_window = twin_window
+        self.liveness = liveness
         self.mark = mark  # None: nothing heard from the partner, ever
         self.reason: str | None = None  # counter name of the last rejection
         self.twin = False  # the last accepted beat was a twin (nothing new in it)
         self._path_seq: dict[str, int] = {}  # the newest seq each path carried, in mark's boot
         self._newest_at = float("-inf")  # when the beat at the mark first arrived
+        self._left = False  # the beat at the mark said LEAVING: that boot is over
 
     def accept(self, beat: Beat, path: str, now: float) -> bool:
         self.twin = False
@@ -70,12 +76,14 @@ class ReplayGuard:
         boot = boot_counter(beat.boot_id)
         mark = self.mark
         if mark is None or boot > mark.boot:
+            if mark is not None and not self._left and now - self._newest_at < self.liveness:
+                return self._reject(NEW_BOOT)
             self._path_seq.clear()
-            return self._newest(boot, beat.seq, path, now)
+            return self._newest(beat, boot, path, now)
         if boot < mark.boot:
             return self._reject(REPLAY)
         if beat.seq > mark.seq:
-            return self._newest(boot, beat.seq, path, now)
+            return self._newest(beat, boot, path, now)
         # No path heard since the mark came back from disk: whatever it is, it was sent before.
         if not self._path_seq or self._path_seq.get(path, -1) >= beat.seq:
             return self._reject(REPLAY)
@@ -85,10 +93,11 @@ class ReplayGuard:
             return True
         return self._reject(STALE)
 
-    def _newest(self, boot: int, seq: int, path: str, now: float) -> bool:
-        self.mark = HighWater(boot, seq)
-        self._path_seq[path] = seq
+    def _newest(self, beat: Beat, boot: int, path: str, now: float) -> bool:
+        self.mark = HighWater(boot, beat.seq)
+        self._path_seq[path] = beat.seq
         self._newest_at = now
+        self._left = beat.leaving
         return True
 
     def _reject(self, reason: str) -> bool:

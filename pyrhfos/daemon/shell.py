@@ -401,7 +401,8 @@ def beat_link(
         mark = state.load_mark()
         # A path's copy of the newest beat later than this is no twin (paths differ by milliseconds).
         window = cfg.deadtime / 4
-        guard = ReplayGuard(partner, twin_window=window, mark=HighWater(*mark) if mark else None)
+        restored = HighWater(*mark) if mark else None
+        guard = ReplayGuard(partner, twin_window=window, liveness=cfg.deadtime, mark=restored)
         on_mark = state.save_mark if keep else None
     return BeatLink(
         membership.role,

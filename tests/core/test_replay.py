@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pyrhfos.core.replay import REPLAY, STALE, WRONG_ROLE, HighWater, ReplayGuard
 from pyrhfos.core.vocab import Role, State
-from pyrhfos.core.wire import Beat
+from pyrhfos.core.wire import Beat, Flag
 
 PUBLIC, PRIVATE = "192.0.2.1", "198.51.100.1"
 
@@ -111,3 +111,17 @@ def test_the_guard_reads_no_clock_so_time_jumps_change_nothing_but_twins() -> No
     assert g.accept(beat(1), PUBLIC, 5.0)
     assert g.accept(beat(2), PUBLIC, 5.0 + 86_400.0), "a day later the next beat is still new"
     assert not g.accept(beat(1), PRIVATE, 5.0 + 86_400.0), "and an old one still stale"
+
+
+def test_a_later_start_never_displaces_a_boot_heard_within_deadtime() -> None:
+    g = guard(liveness=3.0)
+    assert g.accept(beat(10, boot_no=100), PUBLIC, 0.0)
+    assert not g.accept(beat(1, boot_no=101), PUBLIC, 1.0) and g.reason == "new-boot"
+    assert g.accept(beat(11, boot_no=100), PUBLIC, 1.1), "the live boot goes on"
+    assert g.accept(beat(1, boot_no=101), PUBLIC, 1.1 + 3.01), "silent for deadtime: the new start counts"
+
+
+def test_a_later_start_counts_at_once_after_the_leaving_beat() -> None:
+    g = guard(liveness=3.0)
+    assert g.accept(Beat(Role.PRIMARY, State.STOPPED, 10, boot(100), 0, bytes(8), Flag.LEAVING), PUBLIC, 0.0)
+    assert g.accept(beat(1, boot_no=101), PUBLIC, 0.5)
