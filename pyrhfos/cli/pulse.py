@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import logging.handlers
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .. import __version__
 from ..config.model import ServiceKind
@@ -128,10 +129,19 @@ def setup_logging(nodaemon: bool, verbose: bool, syslog_address: str = "/dev/log
         root.addHandler(err)
 
 
-def daemonize() -> None:
-    """Classic double fork: no controlling terminal, not a process-group leader."""
+def daemonize() -> Callable[[bool], None]:
+    """Classic double fork: no controlling terminal, not a process-group leader.
+
+    The starting process stays until the daemon calls the returned ``ready`` (its pid is in the pid
+    file, or it failed), and exits 0 or 1 then: whoever started pulse (an init script, a test) reads
+    the pid file only after that, never while it is still empty.
+    """
+    done, tell = os.pipe()
     if os.fork() > 0:
-        os._exit(0)
+        os.close(tell)
+        # b"" when the daemon died before saying anything: a failed start.
+        os._exit(0 if os.read(done, 1) == b"0" else 1)
+    os.close(done)
     os.setsid()
     if os.fork() > 0:
         os._exit(0)
@@ -141,6 +151,13 @@ def daemonize() -> None:
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     os.close(devnull)
+
+    def ready(ok: bool) -> None:
+        with contextlib.suppress(OSError):
+            os.write(tell, b"0" if ok else b"1")
+            os.close(tell)
+
+    return ready
 
 
 def cmd_check(path: str) -> int:
@@ -192,8 +209,7 @@ def run_daemon(args: argparse.Namespace, path: str) -> int:
     except OSError as e:
         print(f"pulse: cannot open pid file {pidfile}: {e.strerror}", file=sys.stderr)
         return 1
-    if not args.nodaemon:
-        daemonize()
+    ready = daemonize() if not args.nodaemon else None
     setup_logging(args.nodaemon, args.verbose)
     opts = Options(
         force_active=args.forceactive,
@@ -209,7 +225,11 @@ def run_daemon(args: argparse.Namespace, path: str) -> int:
     except OSError as e:
         log.error("cannot write pid file %s: %s", pidfile, e)
         lock.release()
+        if ready is not None:
+            ready(False)
         return 1
+    if ready is not None:
+        ready(True)
     try:
         return asyncio.run(serve(cfg, membership, opts, key))
     except StartupError as e:

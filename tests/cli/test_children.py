@@ -46,9 +46,10 @@ def test_daemonize_leaves_the_start_directory(tmp_path: Path) -> None:
     code = (
         "import os, sys\n"
         "from pyrhfos.cli.pulse import daemonize\n"
-        "daemonize()\n"
+        "ready = daemonize()\n"
         f"open({str(report)!r} + '.tmp', 'w').write(os.getcwd())\n"
         f"os.rename({str(report)!r} + '.tmp', {str(report)!r})\n"
+        "ready(True)\n"
     )
     res = subprocess.run([sys.executable, "-c", code], cwd=start, timeout=60, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
@@ -57,3 +58,21 @@ def test_daemonize_leaves_the_start_directory(tmp_path: Path) -> None:
         time.sleep(0.05)
     assert report.read_text() == "/"
     assert os.getcwd() != "/"  # sanity: this process did not move
+
+
+def test_the_starter_waits_for_the_daemon_and_reports_its_failure(tmp_path: Path) -> None:
+    """pulse's starting process exits only when the daemon is ready (its pid written), with its status."""
+    code = (
+        "import os, sys, time\n"
+        "from pyrhfos.cli.pulse import daemonize\n"
+        "ready = daemonize()\n"
+        "time.sleep(0.5)\n"
+        "ready(sys.argv[1] == 'ok')\n"
+    )
+    for word, status in (("ok", 0), ("fail", 1)):
+        started = time.monotonic()
+        res = subprocess.run([sys.executable, "-c", code, word], timeout=60, capture_output=True, text=True)
+        assert res.returncode == status, res.stderr
+        assert time.monotonic() - started >= 0.5, "the starter waited for the daemon"
+    dies = "from pyrhfos.cli.pulse import daemonize\ndaemonize()\n"
+    assert subprocess.run([sys.executable, "-c", dies], timeout=60).returncode == 1, "died before ready"
