@@ -47,12 +47,17 @@ class Timers:
     # After a node gives up the services because of a failure it is not a
     # failover candidate for this long (Piranha's ``reentry``): no ping-pong.
     holddown: float = 0.0
+    # The longest a start_cmd or stop_cmd may run (--command-timeout): how long a node asking its
+    # releasing partner for the services waits for the partner's stop_cmd.
+    command_limit: float = 60.0
 
     @property
     def beat_interval(self) -> float:
         """Time between beats: keepalive, or shorter so a deadtime holds BEATS_PER_DEADTIME beats.
 
-        Only that many beats lost in a row look like a dead partner: with 30 % random
+        Then 12 beats lost in a row look like a dead partner and 11 never do, with 4 % of
+        deadtime to spare each way for jitter (12 intervals are 0.96 deadtime, 13 are 1.04).
+        With 30 % random
         loss that is 0.3**12, about 5e-7 per beat, where three beats per deadtime
         (keepalive 1, deadtime 3) would fail over every few seconds of such loss.
         """
@@ -65,7 +70,7 @@ class Timers:
 
 
 ACTIVE_STATES = (State.ACTIVE, State.RELEASING)
-BEATS_PER_DEADTIME = 12
+BEATS_PER_DEADTIME = 12.5  # 12 lost in a row fail over, 11 never (see Timers.beat_interval)
 
 
 @dataclass
@@ -115,6 +120,7 @@ class Cluster:
         self.want_takeover: str | None = None  # reason, while asking the partner to release
         self.want_since = 0.0
         self.hold_until = 0.0
+        self.lease_lapsed = False  # released after a freeze: the VIPs' lease must stay lapsed
         self.last_now: float | None = None
         self.activations = 0  # times this node took the services
 
@@ -126,6 +132,12 @@ class Cluster:
 
     def in_holddown(self, now: float) -> bool:
         return now < self.hold_until
+
+    def renews_lease(self) -> bool:
+        """Whether the VIPs' kernel lease is pushed ahead now: while they are meant to be held, that is
+        while active and while releasing (a long stop_cmd must not leave them with nobody), except
+        after a freeze, when the partner may already hold them."""
+        return self.state is State.ACTIVE or (self.state is State.RELEASING and not self.lease_lapsed)
 
     def probe_mode(self, now: float, busy: bool = False) -> ProbeMode | None:
         """Whose services this node's probes watch now, or None when a probe would mean nothing.
@@ -153,6 +165,7 @@ class Cluster:
                 times.append(self.partner.inactive_since + self.timers.deadtime)
             if self.want_takeover is not None:
                 times.append(self.want_since + self.timers.deadtime)
+                times.append(self.want_since + self.timers.deadtime + self.timers.command_limit)
             if self.hold_until:
                 times.append(self.hold_until)
         # Conditions already due were evaluated at the last event (a hold-down
@@ -252,6 +265,8 @@ class Cluster:
                 self._ask_partner_to_release(now, "started with --forceactive", out)
         elif p.state is not None and p.state is not State.STOPPED:  # [T6]
             self._activate(now, f"partner is {p.state.name.lower()}: the primary takes the services", out)
+        elif p.left:  # [T35] it said LEAVING while we listened: nobody serves, no need to listen on
+            self._activate(now, "partner stopped cleanly", out)
         elif now >= self.started_at + self.timers.listen:  # [T7]
             self._activate(now, f"no active partner heard in {self.timers.listen:g} s", out)
 
@@ -284,6 +299,10 @@ class Cluster:
         if self.want_takeover is not None:
             if not self.partner_alive(now) or p.state not in ACTIVE_STATES:  # [T15]
                 self._activate(now, self.want_takeover, out)
+            elif p.state is State.RELEASING:  # [T36] its stop_cmd runs: two holders would run it twice
+                if now >= self.want_since + self.timers.deadtime + self.timers.command_limit:
+                    why = "partner still releasing after its time limit"
+                    self._activate(now, f"{self.want_takeover}; {why}", out)
             elif now >= self.want_since + self.timers.deadtime:  # [T16]
                 self._activate(now, f"{self.want_takeover}; partner did not release in time", out)
             return
@@ -394,6 +413,7 @@ class Cluster:
         self.partner = Partner(paths=self.partner.paths)
         self.silence_base = now
         if self.state is State.ACTIVE and not self.solo:  # [T28]
+            self.lease_lapsed = True
             self._release(now, f"this node was frozen for {gap:.1f} s: the partner may hold the VIPs", out)
 
     def _ask_partner_to_release(self, now: float, reason: str, out: list[Action]) -> None:
@@ -404,6 +424,7 @@ class Cluster:
 
     def _activate(self, now: float, reason: str, out: list[Action]) -> None:
         self.want_takeover = None
+        self.lease_lapsed = False
         self.activations += 1
         self.partner.gave_up = False
         self._set(State.ACTIVE, now, reason, out)

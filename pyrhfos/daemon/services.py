@@ -29,8 +29,16 @@ RESTART_BACKOFF_MAX = 60.0
 
 
 def lease_seconds(deadtime: float) -> int:
-    """Kernel lifetime of a held VIP: it vanishes about deadtime after pulse dies (whole seconds)."""
-    return max(1, math.ceil(deadtime))
+    """Kernel lifetime of a held VIP (whole seconds): it vanishes soon after pulse dies, yet outlives
+    deadtime plus the longest gap between renewals (renew_every, then up to one beat interval,
+    deadtime/12.5), so a freeze shorter than deadtime, which the partner rightly sits out, never
+    leaves the VIP with nobody."""
+    return math.floor(deadtime * 1.3) + 1
+
+
+def renew_every(deadtime: float) -> float:
+    """Seconds between lease renewals (at the next beat after): 0.2 + 0.08 deadtime < 1.3 deadtime."""
+    return deadtime / 5
 
 
 @dataclass
@@ -223,9 +231,9 @@ class ServiceSet:
     def renew_leases(self) -> None:
         """Push held VIPs' kernel lifetimes ahead; re-add and re-announce one that vanished."""
         lease = lease_seconds(self.deadtime)
-        # Half the lease: one netlink write per VIP per renewal is the daemon's main idle cost
-        # with many services, and one missed renewal still does not let a lease lapse.
-        if self.vips is None or self.now() - self.last_renew < lease / 2:
+        # Not at every beat: one netlink write per VIP per renewal is the daemon's main idle cost
+        # with many services (see lease_seconds for why this often is enough).
+        if self.vips is None or self.now() - self.last_renew < renew_every(self.deadtime):
             return
         self.last_renew = self.now()
         held = {s.ip: s for s in self if s.held}

@@ -64,9 +64,9 @@ class Reload:
 Job = c.Acquire | c.Release | c.RestartService | Reload
 
 
-def timers(cfg: Config) -> Timers:
+def timers(cfg: Config, opts: Options) -> Timers:
     holddown = max((f.reentry for f in cfg.active_failovers), default=0.0)
-    return Timers(cfg.keepalive, cfg.deadtime, holddown=holddown)
+    return Timers(cfg.keepalive, cfg.deadtime, holddown=holddown, command_limit=opts.command_timeout)
 
 
 class Daemon:
@@ -93,7 +93,7 @@ class Daemon:
         self.counters: Counter[str] = link.counters
         self.machine = Cluster(
             membership.role,
-            timers(cfg),
+            timers(cfg, opts),
             tuple(str(a) for a in membership.partner_paths),
             solo=not cfg.backup_active,
             force_active=opts.force_active,
@@ -164,9 +164,8 @@ class Daemon:
             case c.StateChanged(old=old, new=new, reason=reason):
                 log.info("%s -> %s: %s", old.name.lower(), new.name.lower(), reason)
             case c.SendBeat():
-                # Only a node that means to keep its VIPs renews them: after a freeze the lapsed
-                # lease must stay lapsed while the node releases.
-                if self.machine.state is State.ACTIVE:
+                # The machine says when: after a freeze the lapsed lease must stay lapsed.
+                if self.machine.renews_lease():
                     self.services.renew_leases()
                 self.link.send(action)
             case c.Acquire() | c.Release() | c.RestartService():
@@ -307,7 +306,7 @@ class Daemon:
         await self.services.retire(todo.removed, serving)
         self.cfg = new
         self.link.config_changed(digest(new), new.serial_no or 0)
-        self.machine.timers = timers(new)
+        self.machine.timers = timers(new, self.opts)
         added = self.services.reconcile(todo, new.active_failovers, new.deadtime)
         await self.services.prepare_frames()
         failed = await self.services.acquire(added) if serving and added else []

@@ -407,10 +407,10 @@ def test_stop_while_releasing_exits_after_the_release() -> None:
 
 
 @row("T32")
-def test_beats_go_out_every_beat_interval_at_least_12_per_deadtime() -> None:
+def test_beats_go_out_every_beat_interval_twelve_and_a_half_per_deadtime() -> None:
     c = active_primary()  # its last beat went out at 0.2
     step = TIMERS.beat_interval
-    assert step == pytest.approx(TIMERS.deadtime / 12), "12 beats per deadtime, never fewer"
+    assert step == pytest.approx(TIMERS.deadtime / 12.5), "12.5 beats per deadtime, never fewer"
     assert beats(c.handle(Tick(), 0.2 + step / 2)) == []
     assert beats(c.handle(Tick(), 0.2 + step))[0].state is State.ACTIVE
     assert c.next_deadline() == pytest.approx(0.2 + 2 * step)
@@ -572,3 +572,90 @@ def test_pair_service_failure_moves_once_and_does_not_ping_pong() -> None:
     p.feed("b", LocalServiceFailed("web", "refused"))  # b fails while a is held down
     p.run(8.0)
     assert p.holders == {"b"}, "a is in hold-down: b restarts its service instead"
+
+
+# -- issue 14: what a schedule search found ----------------------------------------------
+
+
+def standby_hearing_every_beat_but(lost: int) -> Cluster:
+    """A standby backup hears the active primary's beats, then ``lost`` of them in a row are lost."""
+    c = node(Role.BACKUP)
+    c.handle(Start(), 0.0)
+    step = TIMERS.beat_interval
+    t = 0.0
+    for _ in range(20):
+        t += step
+        c.handle(beat(State.ACTIVE), t)
+    last = t
+    for _ in range(lost):  # the machine is ticked as the daemon would, at its deadlines
+        t += step
+        deadline = c.next_deadline()
+        while deadline is not None and deadline <= t:
+            c.handle(Tick(), deadline)
+            deadline = c.next_deadline()
+    t = last + (lost + 1) * step  # the next beat arrives
+    deadline = c.next_deadline()
+    while deadline is not None and deadline < t:
+        c.handle(Tick(), deadline)
+        deadline = c.next_deadline()
+    if c.state is State.STANDBY:
+        c.handle(beat(State.ACTIVE), t)
+    return c
+
+
+def test_eleven_beats_lost_in_a_row_never_fail_over() -> None:
+    assert standby_hearing_every_beat_but(11).state is State.STANDBY
+
+
+def test_twelve_beats_lost_in_a_row_do() -> None:
+    assert standby_hearing_every_beat_but(12).state is State.ACTIVE
+
+
+@row("T35")
+def test_a_starting_primary_that_hears_its_partner_leave_serves_at_once() -> None:
+    """Issue 14, item 7: it waited out its listen window (2 s with nobody holding the VIP)."""
+    c = node()
+    c.handle(Start(), 0.0)
+    out = c.handle(beat(State.STOPPED, leaving=True), 0.1)
+    assert c.state is State.ACTIVE and Acquire in kinds(out)
+    assert c.reason == "partner stopped cleanly"
+
+
+@row("T36")
+def test_a_node_taking_over_waits_for_its_partners_stop_cmd() -> None:
+    """Issue 14, item 2: after deadtime it started its service while the partner's stop_cmd still ran."""
+    timers = Timers(keepalive=1.0, deadtime=3.0, holddown=10.0, command_limit=20.0)
+    c = Cluster(Role.BACKUP, timers, ("peer",))
+    c.handle(Start(), 0.0)
+    c.handle(beat(State.ACTIVE), 0.1)
+    c.handle(TakeoverRequest(), 0.5)
+    t = 0.5
+    while t < 0.5 + 3.0 + 20.0 - 0.5:  # the partner beats RELEASING all along: its stop_cmd runs
+        t += 0.25
+        c.handle(beat(State.RELEASING), t)
+        assert c.state is State.STANDBY, f"took over at {t} while the partner still released"
+    deadline = c.next_deadline()
+    assert deadline is not None and deadline <= 0.5 + 3.0 + 20.0
+    c.handle(beat(State.RELEASING), 0.5 + 3.0 + 20.0)
+    assert c.state is State.ACTIVE and "after its time limit" in c.reason
+    done = Cluster(Role.BACKUP, timers, ("peer",))
+    done.handle(Start(), 0.0)
+    done.handle(beat(State.ACTIVE), 0.1)
+    done.handle(TakeoverRequest(), 0.5)
+    done.handle(beat(State.RELEASING), 4.0)
+    assert done.state is State.STANDBY
+    done.handle(beat(State.STANDBY), 6.0)
+    assert done.state is State.ACTIVE, "takes over once the partner says it is done"
+
+
+def test_the_lease_is_renewed_while_releasing_but_not_after_a_freeze() -> None:
+    """Issue 14, item 1: a planned stop with a long stop_cmd let the lease lapse (2 s with no holder)."""
+    c = active_primary()
+    assert c.renews_lease()
+    c.handle(Stop(), 0.5)
+    assert c.state is State.RELEASING and c.renews_lease(), "stop_cmd runs: the VIPs are still ours"
+    frozen = active_primary()
+    frozen.handle(Tick(), 0.2 + 10.0)  # a freeze of 10 s
+    assert frozen.state is State.RELEASING and not frozen.renews_lease(), "the partner may hold them"
+    standby = standby_backup()
+    assert not standby.renews_lease()

@@ -9,7 +9,8 @@ from typing import cast
 import pytest
 
 from pyrhfos.config.model import DeviceAddress, Failover
-from pyrhfos.daemon.services import PROBE_FAILURES, Service, ServiceSet, lease_seconds
+from pyrhfos.core.machine import Timers
+from pyrhfos.daemon.services import PROBE_FAILURES, Service, ServiceSet, lease_seconds, renew_every
 from pyrhfos.net.probe import ProbeResult
 from pyrhfos.net.vip import VipManager
 
@@ -37,8 +38,15 @@ def test_failures_during_start_grace_do_not_count() -> None:
 
 def test_lease_is_whole_seconds_at_least_one() -> None:
     assert lease_seconds(0.3) == 1
-    assert lease_seconds(3.0) == 3
-    assert lease_seconds(18.5) == 19
+    assert lease_seconds(3.0) == 4
+    assert lease_seconds(18.5) == 25
+
+
+@pytest.mark.parametrize("deadtime", [0.05, 0.3, 1.0, 2.5, 3.0, 10.0, 18.5, 60.0])
+def test_the_lease_outlives_deadtime_and_the_longest_gap_between_renewals(deadtime: float) -> None:
+    """Issue 14, item 5: frozen 2.5 s at deadtime 3, the old lease (3 s, renewed every 1.5 s) lapsed."""
+    longest_gap = renew_every(deadtime) + Timers(deadtime / 3, deadtime).beat_interval
+    assert lease_seconds(deadtime) > deadtime + longest_gap
 
 
 def test_announce_before_frames_are_built_logs_one_line(caplog: pytest.LogCaptureFixture) -> None:
