@@ -21,6 +21,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from . import sync
 
         return sync.main(argv[1:])
+    if argv and argv[0] == "simulate":
+        from . import simulate
+
+        return simulate.main(argv[1:])
     from . import pulse
 
     return pulse.main(argv)
