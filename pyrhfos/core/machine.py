@@ -32,6 +32,7 @@ from .events import (
     StateChanged,
     Stop,
     TakeoverRequest,
+    Tick,
 )
 from .vocab import ProbeMode, Role, State
 
@@ -121,6 +122,8 @@ class Cluster:
         self.want_since = 0.0
         self.hold_until = 0.0
         self.lease_lapsed = False  # released after a freeze: the VIPs' lease must stay lapsed
+        self.stale_until = float("-inf")  # beats before this were queued during a freeze
+        self.release_holds = False  # this release is for a failure: hold down from its end too
         self.last_now: float | None = None
         self.activations = 0  # times this node took the services
 
@@ -190,6 +193,8 @@ class Cluster:
             return out
         self._check_stall(now, out)
         self.last_now = now
+        if isinstance(event, BeatReceived) and now < self.stale_until:
+            event = Tick()  # [T37] queued during a freeze: it says what was, not what is
         if isinstance(event, BeatReceived):
             self._learn(event, now)
         elif isinstance(event, Stop):
@@ -336,6 +341,9 @@ class Cluster:
                 # Double active (a healed partition): the primary keeps the VIPs,
                 # as Piranha did; the backup releases at once.
                 if self.role is Role.BACKUP:  # [T20]
+                    # Held down after: a one-way partition (the primary deaf to us) would make
+                    # the takeover-after-deadtime rule and this one flap the services for ever.
+                    self.hold_until = now + self.timers.holddown
                     self._release(now, "both nodes active: the primary keeps the services", out)
                 else:  # [T21]
                     out.append(Announce("both nodes active: the primary keeps the services"))
@@ -374,6 +382,10 @@ class Cluster:
             case ReleaseDone() if self.stopping:  # [T30]
                 self._finish(now, out)
             case ReleaseDone():  # [T29]
+                if self.release_holds:
+                    # Hold-down counts from when the partner can hold the services, not from the
+                    # start of a long stop_cmd: reentry bounds how soon they come back.
+                    self.hold_until = max(self.hold_until, now + self.timers.holddown)
                 self._set(State.STANDBY, now, "services released", out)
             case ReleaseRequest() | TakeoverRequest():
                 out.append(self._wrong_state(event))
@@ -412,6 +424,9 @@ class Cluster:
         # give the partner one deadtime from now to speak again.
         self.partner = Partner(paths=self.partner.paths)
         self.silence_base = now
+        # The socket's queue holds beats from before and during the freeze, read now as if new:
+        # two beat intervals later only beats sent after the thaw arrive.
+        self.stale_until = now + 2 * self.timers.beat_interval
         if self.state is State.ACTIVE and not self.solo:  # [T28]
             self.lease_lapsed = True
             self._release(now, f"this node was frozen for {gap:.1f} s: the partner may hold the VIPs", out)
@@ -431,6 +446,7 @@ class Cluster:
         out.append(Acquire(reason))
 
     def _release(self, now: float, reason: str, out: list[Action]) -> None:
+        self.release_holds = self.in_holddown(now)
         self._set(State.RELEASING, now, reason, out)
         out.append(Release(reason))
 

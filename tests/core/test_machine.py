@@ -642,7 +642,8 @@ def test_a_node_taking_over_waits_for_its_partners_stop_cmd() -> None:
     done.handle(Start(), 0.0)
     done.handle(beat(State.ACTIVE), 0.1)
     done.handle(TakeoverRequest(), 0.5)
-    done.handle(beat(State.RELEASING), 4.0)
+    for t in (1.0, 2.0, 3.0, 4.0, 5.0):
+        done.handle(beat(State.RELEASING), t)
     assert done.state is State.STANDBY
     done.handle(beat(State.STANDBY), 6.0)
     assert done.state is State.ACTIVE, "takes over once the partner says it is done"
@@ -659,3 +660,48 @@ def test_the_lease_is_renewed_while_releasing_but_not_after_a_freeze() -> None:
     assert frozen.state is State.RELEASING and not frozen.renews_lease(), "the partner may hold them"
     standby = standby_backup()
     assert not standby.renews_lease()
+
+
+@row("T37")
+def test_beats_queued_during_a_freeze_are_not_taken_as_news() -> None:
+    """Issue 14, item 6: after a freeze the primary applied four queued STANDBY beats from before the
+    backup's takeover, took the VIP back and made the backup release."""
+    c = active_primary()
+    c.handle(beat(State.STANDBY), 0.5)
+    c.handle(Tick(), 12.0)  # the thaw: a freeze of 11.5 s, the backup took over meanwhile
+    assert c.state is State.RELEASING
+    for t in (12.0, 12.001, 12.002, 12.003):  # the socket's queue: beats sent before the takeover
+        c.handle(beat(State.STANDBY), t)
+    c.handle(ReleaseDone(), 12.01)
+    assert c.state is State.STANDBY and c.partner.state is None, "nothing learnt from stale beats"
+    c.handle(beat(State.ACTIVE), 12.01 + 2 * TIMERS.beat_interval)  # the first beat sent after the thaw
+    assert c.state is State.STANDBY and c.partner.state is State.ACTIVE
+    assert c.activations == 1
+
+
+def test_hold_down_counts_from_the_end_of_the_release() -> None:
+    """Issue 14, item 9: counted from the start of a long stop_cmd, the services came back sooner than
+    reentry after the partner took them."""
+    c = active_primary()
+    c.handle(beat(State.STANDBY), 0.5)
+    c.handle(LocalServiceFailed("web", "refused"), 1.0)
+    assert c.state is State.RELEASING
+    for t in (2.0, 3.0, 4.0, 5.0):  # a 5 s stop_cmd; the standby partner keeps beating
+        c.handle(beat(State.STANDBY), t)
+    c.handle(ReleaseDone(), 6.0)
+    assert c.in_holddown(6.0 + TIMERS.holddown - 0.1), "reentry from when the partner can hold them"
+    assert not c.in_holddown(6.0 + TIMERS.holddown + 0.1)
+
+
+def test_a_one_way_partition_does_not_flap_the_services() -> None:
+    """Issue 14, item 8: the primary deaf to the backup, its service broken: 14 backup activations in 60 s."""
+    c = standby_backup()
+    t = 0.1
+    while t < 60.0:
+        t += 0.25
+        c.handle(beat(State.ACTIVE), t)  # the primary's beats arrive; ours never reach it
+        if c.state is State.STANDBY and c.want_takeover is None:
+            c.handle(PartnerServiceFailed("web", "refused"), t)
+        if c.state is State.RELEASING:
+            c.handle(ReleaseDone(), t)
+    assert c.activations <= 1 + 60.0 / TIMERS.holddown, f"{c.activations} activations in 60 s"
