@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..config import digest
 from ..config.model import Config
@@ -24,13 +24,26 @@ from ..daemon.shell import Daemon, Options
 from ..daemon.startup import Membership
 from ..net.probe import ProbeResult
 from ..net.vip import VipManager
-from .clock import VirtualLoop
-
-if TYPE_CHECKING:
-    from .world import World
+from .clock import Scheduler, VirtualLoop
+from .kernel import Kernel
+from .network import Network
 
 SIM_KEY = b"simulated heartbeat key, 32 bytes"  # the sim never reads the real key file
 PROBE_LATENCY = 0.001
+
+
+class World(Protocol):
+    """What a node needs of the world around it (world.World; named here so node imports no world)."""
+
+    scheduler: Scheduler
+    kernel: Kernel
+    network: Network
+
+    def note(self, role: Role, message: str) -> None: ...
+    def command_seconds(self, role: Role, service: str, key: str) -> float: ...
+    def service_running(self, role: Role, service: str, running: bool) -> None: ...
+    def probe(self, s: Service) -> ProbeResult: ...
+    def state_changed(self, role: Role, change: c.StateChanged) -> None: ...
 
 
 class SimVips(VipManager):

@@ -81,6 +81,7 @@ class World:
         self._holders: dict[str, tuple[str, ...]] = {name: () for name, _ in self.vips}
         self.states: dict[Role, State | None] = {role: None for role in Role}
         self.last_sent: dict[Role, float] = {}
+        self.runs: list[tuple[float, Role, str, bool]] = []  # (t, node, service, running from then)
 
     @property
     def now(self) -> float:
@@ -143,6 +144,8 @@ class World:
         return self.overrides.get((role, service, key), default)
 
     def service_running(self, role: Role, service: str, running: bool) -> None:
+        if self.running.get((role, service), False) != running:
+            self.runs.append((self.now, role, service, running))
         self.running[(role, service)] = running
 
     def probe(self, s: Service) -> ProbeResult:
@@ -183,6 +186,22 @@ class World:
 
     def holders(self) -> dict[str, tuple[str, ...]]:
         return dict(self._holders)
+
+    def both_running(self, service: str) -> list[tuple[float, float]]:
+        """When ``service`` ran on both nodes at once (from a start_cmd to the end of its stop_cmd)."""
+        on: dict[Role, bool] = {}
+        spans, since = [], None
+        for t, role, name, running in self.runs:
+            if name != service:
+                continue
+            on[role] = running
+            both = all(on.get(r, False) for r in Role)
+            if both and since is None:
+                since = t
+            elif not both and since is not None:
+                spans.append((since, t))
+                since = None
+        return spans + ([(since, self.now)] if since is not None else [])
 
 
 class _Quiet(logging.Handler):

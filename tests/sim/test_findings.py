@@ -1,0 +1,77 @@
+"""Issue 14's findings as fixed schedules on the simulated pair (keepalive 1, deadtime 3, both paths):
+each says what the daemon must do; one still open is marked xfail with its item number."""
+
+from __future__ import annotations
+
+import pytest
+from simrig import config, unheld
+
+from pyrhfos.core.vocab import Role
+from pyrhfos.sim.timeline import parse
+from pyrhfos.sim.world import World
+
+
+def run(timeline: str, until: float, skew: float = 0.0, **options: float) -> World:
+    world = World(config(), **options)  # type: ignore[arg-type]
+    for role in Role:
+        world.network.way("public", role).delay += skew
+    world.schedule(parse(timeline))
+    try:
+        world.run(until)
+    finally:
+        world.close()
+    return world
+
+
+def activations(world: World, node: str, since: float = 0.0) -> int:
+    return sum(
+        1 for r in world.records if r.kind == "state" and r.node == node and r.new == "active" and r.t > since
+    )
+
+
+def test_item_1_a_stop_cmd_longer_than_the_lease_leaves_no_gap() -> None:
+    world = run("10 primary stop", 30, stop_seconds=5.0)
+    assert unheld(world.records, "web1", 1.0, 30.0) < 0.01
+    assert world.holders() == {"web1": ("backup",)}
+
+
+def test_item_2_a_takeover_never_runs_the_service_twice() -> None:
+    world = run("10 backup takeover", 30, stop_seconds=5.0)
+    assert world.both_running("web1") == []
+    assert world.holders() == {"web1": ("backup",)}
+
+
+def test_item_5_a_freeze_shorter_than_deadtime_keeps_the_vip() -> None:
+    world = run("10 primary freeze 2.5", 30)
+    assert unheld(world.records, "web1", 1.0, 30.0) == 0.0
+    assert activations(world, "backup") == 0
+
+
+def test_item_6_a_thaw_applies_no_stale_beat() -> None:
+    world = run("10 primary freeze 12", 50, stop_seconds=0.0)
+    assert world.holders() == {"web1": ("backup",)}  # the backup took over and keeps the services
+    assert activations(world, "backup") == 1
+
+
+def test_item_7_a_stop_while_the_primary_starts_costs_no_listen_window() -> None:
+    world = run("0 backup start\n10 primary start\n10.5 backup stop", 30)
+    assert unheld(world.records, "web1", 11.0, 30.0) < 0.1
+
+
+def test_item_8_a_one_way_partition_does_not_flap() -> None:
+    world = run("5 primary service-fail web1\n5 backup partition one-way", 65)
+    assert activations(world, "backup", since=5.0) <= 2
+
+
+@pytest.mark.xfail(reason="issue 14 item 3", strict=False)
+def test_item_3_a_stale_beat_on_the_slower_path_does_not_undo_a_release() -> None:
+    world = run("10 primary release", 40, skew=2.0)
+    assert world.holders() == {"web1": ("backup",)}
+    assert unheld(world.records, "web1", 10.1, 40.0) < 0.01
+
+
+@pytest.mark.xfail(reason="issue 14 item 3", strict=False)
+def test_item_3_a_planned_stop_over_a_skewed_path_leaves_no_gap() -> None:
+    world = run("10 primary stop", 30, skew=2.0)
+    assert unheld(world.records, "web1", 1.0, 30.0) < 0.01
+    assert activations(world, "backup") == 1
