@@ -152,6 +152,7 @@ class Node:
     daemon: SimDaemon | None = None
     transport: _Transport | None = None
     boots: int = 0
+    socket: list[tuple[bytes, str]] = field(default_factory=list)  # datagrams not yet read
 
     @property
     def name(self) -> str:
@@ -214,8 +215,12 @@ class Node:
         self._shut()
 
     def freeze(self, seconds: float) -> None:
-        if self.loop is not None:
-            self.world.scheduler.frozen[self.loop] = self.world.scheduler.now + seconds
+        """SIGSTOP now, SIGCONT ``seconds`` later: nothing runs meanwhile; datagrams wait in the socket."""
+        if self.loop is None:
+            return
+        loop, thaw = self.loop, self.world.scheduler.now + seconds
+        self.world.scheduler.frozen[loop] = max(thaw, self.world.scheduler.frozen.get(loop, thaw))
+        self.world.scheduler.call_at(thaw, lambda: self._read_socket(loop))
 
     def control(self, command: str) -> None:
         """`pulse release|takeover` on this node; the answer goes to the record."""
@@ -232,11 +237,35 @@ class Node:
         task.add_done_callback(answered)
 
     def receive(self, when: float, data: bytes, source: str) -> None:
-        """A datagram arrives at ``when`` (queued in the socket while the process is frozen)."""
+        """A datagram reaches the node at ``when``."""
+        self.world.scheduler.call_at(when, lambda: self._arrive(data, source))
+
+    def _arrive(self, data: bytes, source: str) -> None:
         if self.daemon is None or self.loop is None or self.transport is None or self.transport.closed:
+            return  # no socket: the datagram is lost
+        self.socket.append((data, source))
+        if len(self.socket) == 1 and not self._frozen():
+            self.loop.call_soon(self._read_one)
+
+    def _frozen(self) -> bool:
+        return (
+            self.loop is not None
+            and self.world.scheduler.frozen.get(self.loop, 0.0) > self.world.scheduler.now
+        )
+
+    def _read_socket(self, loop: VirtualLoop) -> None:
+        """On SIGCONT: asyncio reads the queued datagrams one per loop iteration, the first before the
+        overdue timers run (its I/O callbacks go ahead of expired timers)."""
+        if loop is self.loop and self.socket and not self._frozen():
+            loop.call_soon(self._read_one)
+
+    def _read_one(self) -> None:
+        if not self.socket or self.daemon is None or self._frozen():
             return
-        daemon, transport = self.daemon, self.transport
-        self.loop.call_at(when, lambda: None if transport.closed else daemon.on_datagram(data, source))
+        data, source = self.socket.pop(0)
+        self.daemon.on_datagram(data, source)
+        if self.socket and self.loop is not None:
+            self.loop.call_soon(self._read_one)
 
     # -- inside ---------------------------------------------------------------
 
@@ -257,6 +286,7 @@ class Node:
             self.world.scheduler.remove(self.loop)
             self.loop.shut()
         self.daemon, self.loop, self.transport = None, None, None
+        self.socket.clear()
 
     def close(self) -> None:
         if self.daemon is not None:
