@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -15,7 +16,9 @@ from .common import EXIT_CONFIG, add_configfile, find_config, load_or_report
 
 EPILOG = (
     "TIMELINE: one event per line, 'SECONDS NODE EVENT [ARG]', NODE primary or backup, EVENT one of "
-    + ", ".join(f"{e} {a.upper()}" if a in ("seconds", "service") else e for e, a in EVENTS.items())
+    + ", ".join(
+        {"seconds": f"{e} SECONDS", "service": f"{e} NAME"}.get(a or "", e) for e, a in EVENTS.items()
+    )
     + "; link-down/link-up take public or private (default both), partition takes one-way "
     "(only what NODE sends is cut); '#' starts a comment. A node whose first event is not start "
     "starts at 0. See docs/simulate.md."
@@ -43,7 +46,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--stop-seconds", type=float, default=0.05, metavar="S", help="how long each stop_cmd takes (0.05)"
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed (jitter and loss; none by default)")
     return p
 
 
@@ -84,8 +86,11 @@ def main(argv: Sequence[str]) -> int:
         args.until,
         start_seconds=args.start_seconds,
         stop_seconds=args.stop_seconds,
-        seed=args.seed,
     )
-    for r in records:
-        print(json.dumps(r.as_dict()) if args.json else render(r))
+    try:
+        for r in records:
+            print(json.dumps(r.as_dict()) if args.json else render(r))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `pulse simulate ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0

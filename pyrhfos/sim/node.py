@@ -272,6 +272,8 @@ class Node:
     def _observe(self, action: c.Action) -> None:
         if isinstance(action, c.StateChanged):
             self.world.state_changed(self.role, action)
+        elif isinstance(action, c.RestartService):  # no state change, yet what a flapping service gets
+            self.world.note(self.role, f"restart {action.name} locally: {action.reason}")
 
     def _exited(self, daemon: SimDaemon) -> None:
         if daemon is self.daemon:  # pulse exited by itself (a stop), as serve() closes its link
