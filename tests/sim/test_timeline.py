@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from pyrhfos.cli.main import main
 from pyrhfos.core.vocab import Role
-from pyrhfos.sim.timeline import Step, TimelineError, parse
+from pyrhfos.sim.timeline import EVENTS, Step, TimelineError, parse
 
 CONF = Path(__file__).resolve().parents[2] / "etc" / "lvs.cf.example"
 
@@ -96,3 +97,15 @@ def test_cli_prints_state_changes_and_holders(tmp_path: Path, capsys: pytest.Cap
         "t": 0.0, "kind": "state", "node": "backup", "old": "starting", "new": "standby",
         "reason": "backup waits for the primary",
     }  # fmt: skip
+
+
+def test_pulse_8_documents_every_simulate_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    options = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", capsys.readouterr().out)) - {"--help"}
+    assert {"--json", "--until", "--start-seconds", "--stop-seconds", "--configfile"} <= options
+    page = (CONF.parents[1] / "man" / "pulse.8").read_text().replace("\\-", "-")
+    section = page.split(".SS pulse simulate", 1)[1].split(".SH ", 1)[0]
+    assert not [o for o in options if o not in section]
+    for event in EVENTS:
+        assert event in section
