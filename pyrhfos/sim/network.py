@@ -1,5 +1,6 @@
 """The simulated network between the two nodes: one path per address pair (public, private), each way
-with its own delay and loss, partitions (both ways or one), and a node's links going down.
+with its own delay, jitter (so reordering), loss and duplication, partitions (both ways or one), and
+a node's links going down.
 
 It carries the very bytes BeatLink sends; the receiver's intake decodes and guards them as it would.
 """
@@ -23,7 +24,10 @@ class Direction:
     delay: float = 0.001  # seconds
     jitter: float = 0.0  # up to this much more, uniformly
     loss: float = 0.0  # probability a datagram is lost
+    duplicate: float = 0.0  # probability a datagram arrives twice (the copy up to jitter later)
     cut: bool = False  # partitioned
+    lose: set[int] = field(default_factory=set)  # these datagrams (1 = the first sent this way) are lost
+    count: int = 0  # datagrams sent this way
 
 
 @dataclass
@@ -89,10 +93,14 @@ class Network:
             raise OSError(101, "Network is unreachable")
         self.sent += 1
         way = self.way(path, sender)
+        way.count += 1
         # Drawn for every datagram, lost or not, so one seed gives one history whatever the cuts.
         lost, extra = self.rng.random() < way.loss, self.rng.random() * way.jitter
+        twice, later = self.rng.random() < way.duplicate, self.rng.random() * way.jitter
         source = self.address(sender, path)
-        if way.cut or lost or path in self.down[target.role] or source is None:
+        if way.cut or lost or way.count in way.lose or path in self.down[target.role] or source is None:
             self.lost += 1
             return
         self.deliver(target.role, self.clock() + way.delay + extra, data, source)
+        if twice:
+            self.deliver(target.role, self.clock() + way.delay + extra + later, data, source)

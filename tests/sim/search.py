@@ -3,6 +3,7 @@ they stop, and a shrinker that finds a short list of faults still breaking one."
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,11 +69,14 @@ class Schedule:
     stop_seconds: float
     calm: float  # every fault is over by then
     delay: tuple[float, float]  # public, private path delays
+    jitter: float = 0.0  # on every path: beats overtake each other when it passes their interval
+    duplicate: float = 0.0  # chance a datagram arrives twice
 
     def describe(self) -> str:
         head = (
             f"seed {self.seed}: start_cmd {self.start_seconds:.3f}s, stop_cmd {self.stop_seconds:.3f}s, "
-            f"path delays {self.delay[0]:.3f}/{self.delay[1]:.3f}s, calm from {self.calm:.3f}s"
+            f"path delays {self.delay[0]:.3f}/{self.delay[1]:.3f}s, jitter {self.jitter:.3f}s, "
+            f"duplicates {self.duplicate:.0%}, calm from {self.calm:.3f}s"
         )
         return "\n".join([head, *(f"  {f}" for f in self.faults)])
 
@@ -83,7 +87,7 @@ KINDS = ("partition", "one-way", "link-down", "crash", "stop", "freeze", "servic
 
 def generate(seed: int, cfg: Config, faults: int = 3, skew: bool = False) -> Schedule:
     """A random schedule; times scale with keepalive, so 0.1/0.3 sees the same shapes as 1/3. With
-    ``skew`` one heartbeat path is much slower than the other."""
+    ``skew`` one heartbeat path is much slower than the other, or beats are reordered."""
     rng = random.Random(seed)
     k, dead = cfg.keepalive, cfg.deadtime
     window = 40 * k
@@ -106,7 +110,10 @@ def generate(seed: int, cfg: Config, faults: int = 3, skew: bool = False) -> Sch
     if skew:  # one path much slower than the other (issue 14 items 3 and 10)
         slow = round(rng.choice((0.06, 0.5, 2.0)) * k, 4)
         delays = (slow, 0.001) if rng.random() < 0.5 else (0.001, slow)
-    return Schedule(seed, tuple(chosen), start, stop, calm, delays)
+    # With skew, jitter of 0.3 keepalives too: beats overtake each other, on a path and across paths.
+    jitter = round(rng.choice((0.0, 0.0, 0.01, 0.3) if skew else (0.0, 0.01)) * k, 4)
+    duplicate = rng.choice((0.0, 0.0, 0.1, 0.5))
+    return Schedule(seed, tuple(chosen), start, stop, calm, delays, jitter, duplicate)
 
 
 def execute(schedule: Schedule, cfg: Config) -> World:
@@ -115,7 +122,8 @@ def execute(schedule: Schedule, cfg: Config) -> World:
     )
     for path, delay in zip(("public", "private"), schedule.delay, strict=True):
         for role in Role:
-            world.network.way(path, role).delay = delay
+            way = world.network.way(path, role)
+            way.delay, way.jitter, way.duplicate = delay, schedule.jitter, schedule.duplicate
     world.schedule([])
     for fault in schedule.faults:
         fault.apply(world)
@@ -171,7 +179,9 @@ def settled(schedule: Schedule, cfg: Config, world: World) -> str | None:
 
 def window(f: Fault, schedule: Schedule, cfg: Config) -> tuple[float, float]:
     """From a deadtime before a fault to a deadtime (and the slow commands) after it is undone."""
-    after = cfg.deadtime + schedule.start_seconds + schedule.stop_seconds + max(schedule.delay)
+    after = (
+        cfg.deadtime + schedule.start_seconds + schedule.stop_seconds + max(schedule.delay) + schedule.jitter
+    )
     return f.at - cfg.deadtime, f.at + f.length + after
 
 
@@ -195,7 +205,14 @@ def crash_fails_over(schedule: Schedule, cfg: Config, world: World) -> str | Non
     """After a crash of the active node, the partner holds within deadtime (+ an acquire) of the last beat
     it heard (which the slower path may bring late)."""
     for f in schedule.faults:
-        bound = f.at + max(schedule.delay) + cfg.deadtime + schedule.start_seconds + 0.05 * cfg.deadtime
+        bound = (
+            f.at
+            + max(schedule.delay)
+            + schedule.jitter
+            + cfg.deadtime
+            + schedule.start_seconds
+            + 0.05 * cfg.deadtime
+        )
         if f.kind != "crash" or f.at + f.length <= bound or not alone(schedule, f, cfg):
             continue  # back before the partner could take over: nothing to check
         if not serving(world, f.role, f.at):
@@ -217,6 +234,21 @@ def planned_stop_hands_over(schedule: Schedule, cfg: Config, world: World) -> st
         )
         if gap > 0.01:
             return f"{f}: the VIP was unheld for {gap:.3f}s"
+    return None
+
+
+def heal_leaves_one_holder(schedule: Schedule, cfg: Config, world: World) -> str | None:
+    """After a partition heals, one holder within 2 x keepalive + a release and an acquire."""
+    for f in schedule.faults:
+        if f.kind != "partition" or not alone(schedule, f, cfg):
+            continue
+        healed = f.at + f.length
+        bound = healed + 2 * cfg.keepalive + schedule.start_seconds + schedule.stop_seconds
+        bound += max(schedule.delay) + schedule.jitter + 0.05 * cfg.deadtime
+        vips = [r for r in world.records if r.kind == "vip" and r.t <= bound]
+        now = vips[-1].holders if vips else ()
+        if len(now) != 1:
+            return f"{f}: the VIP is held by {', '.join(now) or 'nobody'} at {bound:.3f}, after the heal"
     return None
 
 
@@ -273,6 +305,7 @@ CHECKS: dict[str, Check] = {
     "planned-stop": planned_stop_hands_over,
     "exclusive": exclusive,
     "short-freeze": short_freeze_keeps_the_vip,
+    "heal": heal_leaves_one_holder,
     "flapping": bounded_flapping,
 }
 
@@ -299,9 +332,7 @@ def shrink(
         for i in range(len(current.faults)):
             faults = current.faults[:i] + current.faults[i + 1 :]
             calm = max(f.at + f.length for f in faults) + 0.001
-            trial = Schedule(
-                current.seed, faults, current.start_seconds, current.stop_seconds, calm, current.delay
-            )
+            trial = dataclasses.replace(current, faults=faults, calm=calm)
             if check(trial, cfg, execute(trial, cfg)) is not None:
                 current, changed = trial, True
                 break

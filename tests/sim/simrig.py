@@ -11,7 +11,11 @@ from pyrhfos.sim.world import Record, World
 
 
 def config(
-    keepalive: float = 1, deadtime: float = 3, reentry: float | None = None, services: int = 1
+    keepalive: float = 1,
+    deadtime: float = 3,
+    reentry: float | None = None,
+    services: int = 1,
+    private: bool = True,
 ) -> Config:
     blocks = "".join(
         f"""
@@ -31,11 +35,11 @@ failover web{i} {{
     )
     text = f"""serial_no = 1
 primary = 192.168.1.10
-primary_private = 10.0.0.1
+{"primary_private = 10.0.0.1" if private else ""}
 service = fos
 backup_active = 1
 backup = 192.168.1.11
-backup_private = 10.0.0.2
+{"backup_private = 10.0.0.2" if private else ""}
 heartbeat = 1
 heartbeat_port = 539
 keepalive = {keepalive}

@@ -70,3 +70,25 @@ def test_item_3_a_planned_stop_over_a_skewed_path_leaves_no_gap() -> None:
     world = run("10 primary stop", 30, skew=2.0)
     assert unheld(world.records, "web1", 1.0, 30.0) < 0.01
     assert activations(world, "backup") == 1
+
+
+def test_item_4_eleven_beats_lost_in_a_row_never_fail_over() -> None:
+    for first in range(20, 32):  # every phase of the loss against the beat schedule
+        world = World(config(private=False))
+        world.network.way("public", Role.PRIMARY).lose = set(range(first, first + 11))
+        world.schedule([])
+        world.run(30)
+        world.close()
+        assert activations(world, "backup") == 0, first
+
+
+def test_item_4_thirty_percent_loss_on_the_only_path_fails_nothing_over() -> None:
+    world = World(config(private=False), seed=4)
+    for role in Role:
+        world.network.way("public", role).loss = 0.3
+    world.schedule([])
+    world.run(1800)
+    world.close()
+    assert world.network.lost > 0.25 * world.network.sent
+    assert activations(world, "backup") == 0
+    assert world.holders() == {"web1": ("primary",)}
