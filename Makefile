@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test test-faults demo bench lint host-deps clean screenshots
+.PHONY: test test-faults test-model demo bench lint host-deps clean screenshots
 
 host-deps:
 	@sh tools/host-deps.sh
@@ -27,6 +27,10 @@ test: $(STAMP) host-deps
 # The fault-injection and hostile-input tests alone (they are part of `make test` too).
 test-faults: $(STAMP) host-deps
 	$(BIN)/python -m pytest -q tests/lab/test_faults_lab.py tests/lab/test_auth_lab.py tests/daemon/test_hostile_input.py
+
+# The schedule search of tests/sim at length (make test runs 40 schedules per timing): some minutes.
+test-model: $(STAMP)
+	PYRHFOS_SEARCH=$${PYRHFOS_SEARCH:-1000} $(BIN)/python -m pytest -q tests/sim/test_search.py
 
 demo: $(STAMP) host-deps
 	$(BIN)/python -m pyrhfos_lab.demo
