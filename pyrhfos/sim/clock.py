@@ -1,7 +1,7 @@
 """Virtual time: one asyncio loop per node whose clock only moves when the scheduler says so, and the
 scheduler that steps those loops and its own events in time order (no real sleeping).
 
-A frozen loop (SIGSTOP) is simply not stepped; on thaw its overdue timers and datagrams run in order.
+A frozen loop (SIGSTOP) is simply not stepped: on thaw its overdue timers run late, in order.
 """
 
 from __future__ import annotations

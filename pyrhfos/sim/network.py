@@ -1,6 +1,5 @@
-"""The simulated network between the two nodes: one path per address pair (public, private), each way
-with its own delay, jitter (so reordering), loss and duplication, partitions (both ways or one), and
-a node's links going down.
+"""The simulated network between the two nodes: one path per address pair (public, private), each way with
+its delay, jitter (so reordering), loss and duplicates; partitions (both ways or one); links going down.
 
 It carries the very bytes BeatLink sends; the receiver's intake decodes and guards them as it would.
 """

@@ -1,5 +1,5 @@
 """Issue 14's findings as fixed schedules on the simulated pair (keepalive 1, deadtime 3, both paths):
-each says what the daemon must do; one still open is marked xfail with its item number."""
+each says what the daemon must do; those still open are xfail with their item number."""
 
 from __future__ import annotations
 
