@@ -82,6 +82,12 @@ class Network:
         chosen = set(PATHS if path is None else (path,))
         self.down[role] = self.down[role] - chosen if up else self.down[role] | chosen
 
+    def reaches(self, sender: Role, receiver: Role) -> bool:
+        """Can a connection from ``sender`` reach ``receiver`` on the public network (where VIPs live),
+        both ways, now? (Probes: their loss is a timeout, not modelled per packet.)"""
+        up = "public" not in self.down[sender] and "public" not in self.down[receiver]
+        return up and not self.way("public", sender).cut and not self.way("public", receiver).cut
+
     def send(self, sender: Role, data: bytes, addr: tuple[str, int]) -> None:
         """One datagram from ``sender`` to ``addr``; raises OSError as a socket does with no link."""
         target = self.endpoints.get(addr[0])

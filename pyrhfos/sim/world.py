@@ -148,14 +148,17 @@ class World:
             self.runs.append((self.now, role, service, running))
         self.running[(role, service)] = running
 
-    def probe(self, s: Service) -> ProbeResult:
-        """A probe through the VIP: whoever holds it answers, if its service runs and is not failing."""
-        holders = self.kernel.holders(s.ip)
-        if not holders:  # no ARP answer: the connect waits out the probe's timeout
-            return ProbeResult(False, "timed out (nobody holds the VIP)", float(s.f.timeout or 10))
-        role = Role[holders[0].upper()]
+    def probe(self, s: Service, prober: Role) -> ProbeResult:
+        """A probe from ``prober`` through the VIP: a holder it can reach on the public network answers
+        (its own copy first), if its service runs and is not failing."""
+        reachable = [Role[h.upper()] for h in self.kernel.holders(s.ip)]
+        reachable = [r for r in reachable if r is prober or self.network.reaches(prober, r)]
+        if not reachable:  # no ARP answer: the connect waits out the probe's timeout
+            why = "nobody reachable holds the VIP" if self.kernel.holders(s.ip) else "nobody holds the VIP"
+            return ProbeResult(False, f"timed out ({why})", float(s.f.timeout or 10))
+        role = prober if prober in reachable else reachable[0]
         if (role, s.name) in self.failed or not self.running.get((role, s.name)):
-            return ProbeResult(False, f"connection refused by {holders[0]}", PROBE_LATENCY)
+            return ProbeResult(False, f"connection refused by {role.name.lower()}", PROBE_LATENCY)
         return ProbeResult(True, "answered", PROBE_LATENCY)
 
     def state_changed(self, role: Role, change: c.StateChanged) -> None:
