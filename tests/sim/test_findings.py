@@ -92,3 +92,12 @@ def test_item_4_thirty_percent_loss_on_the_only_path_fails_nothing_over() -> Non
     assert world.network.lost > 0.25 * world.network.sent
     assert activations(world, "backup") == 0
     assert world.holders() == {"web1": ("primary",)}
+
+
+@pytest.mark.xfail(reason="issue 14 item 10", strict=False)
+@pytest.mark.parametrize("skew", [0.5, 2.0])
+def test_item_10_path_skew_during_a_service_failure_neither_flaps_nor_drops_the_vip(skew: float) -> None:
+    world = run("5 primary service-fail web1", 60, skew=skew)
+    assert activations(world, "backup") == 1
+    assert world.holders() == {"web1": ("backup",)}
+    assert unheld(world.records, "web1", 5.5, 60.0) < 0.01
