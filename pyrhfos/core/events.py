@@ -31,6 +31,7 @@ class BeatReceived:
     leaving: bool = False  # last beat of a partner that stops cleanly
     stopme: bool = False  # the partner asks us to release: it is taking over
     hold: bool = False  # the partner is in hold-down: not a failover candidate
+    news: bool = True  # False: an older beat on a slower path, proof of the path's life only
 
 
 @dataclass(frozen=True)

@@ -195,6 +195,11 @@ class Cluster:
         self.last_now = now
         if isinstance(event, BeatReceived) and now < self.stale_until:
             event = Tick()  # [T37] queued during a freeze: it says what was, not what is
+        if isinstance(event, BeatReceived) and not event.news:
+            # [T38] A slower path's copy of an older beat: that path is alive, its state is history
+            # (applied, it would undo what a newer beat on the faster path said).
+            self.partner.last_heard[event.path] = now
+            event = Tick()
         if isinstance(event, BeatReceived):
             self._learn(event, now)
         elif isinstance(event, Stop):

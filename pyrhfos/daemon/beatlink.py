@@ -121,9 +121,12 @@ class BeatLink:
             self._drop(reason, f"heartbeat from {source} rejected: {reason}")
             return None
         else:
-            if self.on_mark is not None and self.guard.mark is not None and not self.guard.twin:
-                self.on_mark(self.guard.mark.boot, self.guard.mark.seq)
-            event = self._from_native(beat, source)
+            if not self.guard.news:
+                event = BeatReceived(source, beat.state, news=False)
+            else:
+                if self.on_mark is not None and self.guard.mark is not None:
+                    self.on_mark(self.guard.mark.boot, self.guard.mark.seq)
+                event = self._from_native(beat, source)
         if event is not None:
             self.counters["beats-received"] += 1
         return event

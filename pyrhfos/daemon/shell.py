@@ -389,20 +389,27 @@ async def serve(cfg: Config, membership: Membership, opts: Options, key: bytes |
         log.removeHandler(daemon.events)
 
 
+def replay_guard(
+    cfg: Config, membership: Membership, *, authenticated: bool, mark: HighWater | None = None
+) -> ReplayGuard:
+    """The guard of the partner's beats: a slower path's copy counts as liveness within deadtime/4
+    of the newest beat (paths differ by milliseconds; a path later than that is as good as dead)."""
+    partner = membership.role.partner
+    window, liveness = cfg.deadtime / 4, cfg.deadtime
+    return ReplayGuard(partner, authenticated=authenticated, window=window, liveness=liveness, mark=mark)
+
+
 def beat_link(
     cfg: Config, membership: Membership, key: bytes | None, state: StateDir | None, keep: bool = True
 ) -> BeatLink:
     """The beat link; with a key, its boot counter and the partner's mark from the state directory."""
-    boot_id, guard, on_mark = None, None, None
-    partner = membership.role.partner
+    boot_id, restored, on_mark = None, None, None
     if state is not None:
         boot_id = state.next_boot(time.time(), keep=keep).to_bytes(8, "big")
         mark = state.load_mark()
-        # A path's copy of the newest beat later than this is no twin (paths differ by milliseconds).
-        window = cfg.deadtime / 4
         restored = HighWater(*mark) if mark else None
-        guard = ReplayGuard(partner, twin_window=window, liveness=cfg.deadtime, mark=restored)
         on_mark = state.save_mark if keep else None
+    guard = replay_guard(cfg, membership, authenticated=key is not None, mark=restored)
     return BeatLink(
         membership.role,
         tuple(str(a) for a in membership.partner_paths),

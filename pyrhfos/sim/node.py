@@ -16,11 +16,10 @@ from typing import Any, Protocol
 from ..config import digest
 from ..config.model import Config
 from ..core import events as c
-from ..core.replay import ReplayGuard
 from ..core.vocab import Role
 from ..daemon.beatlink import BeatLink
 from ..daemon.services import Service, ServiceSet
-from ..daemon.shell import Daemon, Options
+from ..daemon.shell import Daemon, Options, replay_guard
 from ..daemon.startup import Membership
 from ..net.probe import ProbeResult
 from ..net.vip import VipManager
@@ -178,9 +177,8 @@ class Node:
         paths = tuple(str(a) for a in cfg.node_addresses(self.role.partner))
         key = SIM_KEY if cfg.heartbeat_key else None
         # As shell.beat_link builds it; the boot counter is the node's boot number.
-        guard = None
-        if key is not None:
-            guard = ReplayGuard(self.role.partner, twin_window=cfg.deadtime / 4, liveness=cfg.deadtime)
+        membership = Membership(self.role, cfg.node_addresses(self.role.partner))
+        guard = replay_guard(cfg, membership, authenticated=key is not None)
         link = BeatLink(
             self.role, paths, cfg.heartbeat_port, key, Counter(), digest=digest(cfg),
             serial=cfg.serial_no or 0, boot_id=self.boots.to_bytes(8, "big"), guard=guard,

@@ -705,3 +705,15 @@ def test_a_one_way_partition_does_not_flap_the_services() -> None:
         if c.state is State.RELEASING:
             c.handle(ReleaseDone(), t)
     assert c.activations <= 1 + 60.0 / TIMERS.holddown, f"{c.activations} activations in 60 s"
+
+
+@row("T38")
+def test_a_slower_paths_older_beat_proves_the_path_but_changes_nothing() -> None:
+    """Issue 14, item 3: applied, the primary's older ACTIVE beat (public path, 60 ms slower) made the
+    backup, active on the LEAVING beat (private path), see both nodes active and release."""
+    c = standby_backup()
+    c.handle(beat(State.STOPPED, leaving=True), 1.0)
+    assert c.state is State.ACTIVE
+    out = c.handle(BeatReceived("peer", State.ACTIVE, news=False), 1.06)
+    assert c.state is State.ACTIVE and Release not in kinds(out)
+    assert c.partner.last_heard["peer"] == 1.06 and c.partner.left

@@ -19,7 +19,7 @@ def beat(seq: int, boot_no: int = 1_700_000_000, role: Role = Role.PRIMARY) -> B
 
 
 def guard(**kw: object) -> ReplayGuard:
-    return ReplayGuard(Role.PRIMARY, twin_window=0.5, **kw)  # type: ignore[arg-type]
+    return ReplayGuard(Role.PRIMARY, window=0.5, **kw)  # type: ignore[arg-type]
 
 
 def test_beats_in_order_are_new() -> None:
@@ -67,10 +67,10 @@ def test_the_mark_kept_across_our_restart_rejects_every_recording() -> None:
 
 def test_one_guard_for_both_paths_a_twin_proves_its_path_and_says_nothing_new() -> None:
     g = guard()
-    assert g.accept(beat(7), PUBLIC, 1.0) and not g.twin
-    assert g.accept(beat(7), PRIVATE, 1.05) and g.twin, "the same beat on the private path"
+    assert g.accept(beat(7), PUBLIC, 1.0) and g.news
+    assert g.accept(beat(7), PRIVATE, 1.05) and not g.news, "the same beat on the private path"
     assert not g.accept(beat(7), PRIVATE, 1.1) and g.reason == REPLAY, "a second copy on that path"
-    assert g.accept(beat(8), PRIVATE, 1.2) and not g.twin
+    assert g.accept(beat(8), PRIVATE, 1.2) and g.news
 
 
 def test_a_recorded_public_beat_replayed_from_the_private_address_is_refused() -> None:
@@ -86,10 +86,16 @@ def test_a_recorded_public_beat_replayed_from_the_private_address_is_refused() -
     assert not late.accept(beat(5), PRIVATE, 5.0 + 3.0) and late.reason == STALE, "a twin past its window"
 
 
-def test_an_older_beat_from_a_slower_path_is_stale_not_applied() -> None:
+def test_an_older_beat_from_a_slower_path_proves_the_path_but_is_not_news() -> None:
+    """Issue 14, item 3: applied, a slower path's older ACTIVE beat undid the newer LEAVING."""
     g = guard()
-    assert g.accept(beat(10), PRIVATE, 1.0)
-    assert not g.accept(beat(9), PUBLIC, 1.06) and g.reason == STALE
+    assert g.accept(beat(10), PRIVATE, 1.0) and g.news
+    assert g.accept(beat(9), PUBLIC, 1.06) and not g.news, "liveness of the public path only"
+    assert not g.accept(beat(8), PUBLIC, 1.07) and g.reason == REPLAY, "older than what this path carried"
+    assert not g.accept(beat(9), PRIVATE, 1.8) and g.reason == REPLAY
+    late = guard()
+    assert late.accept(beat(10), PRIVATE, 1.0)
+    assert not late.accept(beat(9), PUBLIC, 1.6) and late.reason == STALE, "the newest is too old: no proof"
 
 
 def test_a_beat_claiming_our_role_is_refused() -> None:
@@ -101,16 +107,24 @@ def test_a_beat_claiming_our_role_is_refused() -> None:
 def test_without_a_key_one_spoofed_beat_has_no_lasting_effect() -> None:
     g = ReplayGuard(Role.PRIMARY, authenticated=False)
     assert g.accept(beat(2**64 - 1, boot_no=2**63), PUBLIC, 0.0), "a spoofed beat: huge seq, new boot"
-    assert g.accept(beat(3), PUBLIC, 0.1), "the next real beat is taken"
-    assert g.mark is None, "nothing is remembered without a key"
+    assert g.accept(beat(3), PUBLIC, 0.1) and g.news, "the next real beat is news"
+    assert g.accept(beat(2**64 - 1), PUBLIC, 0.2), "a spoofed beat with the real boot id and a huge seq"
+    assert g.accept(beat(4), PUBLIC, 0.3) and g.news, "far behind: the order restarts at the real beat"
 
 
-def test_the_guard_reads_no_clock_so_time_jumps_change_nothing_but_twins() -> None:
-    """Time is the caller's monotonic clock; a huge jump (a suspended VM) only closes the twin window."""
+def test_without_a_key_beats_are_still_ordered_across_paths() -> None:
+    """Issue 14, item 3 holds for unauthenticated pairs too: the older copy is liveness only."""
+    g = ReplayGuard(Role.PRIMARY, authenticated=False, window=0.5)
+    assert g.accept(beat(10), PRIVATE, 1.0) and g.news
+    assert g.accept(beat(9), PUBLIC, 1.06) and not g.news
+
+
+def test_the_guard_reads_no_clock_so_time_jumps_change_nothing() -> None:
+    """Time is the caller's monotonic clock; a huge jump (a suspended VM) changes no verdict."""
     g = guard()
     assert g.accept(beat(1), PUBLIC, 5.0)
     assert g.accept(beat(2), PUBLIC, 5.0 + 86_400.0), "a day later the next beat is still new"
-    assert not g.accept(beat(1), PRIVATE, 5.0 + 86_400.0), "and an old one still stale"
+    assert g.accept(beat(1), PRIVATE, 5.0 + 86_400.0) and not g.news, "and an old one is no news"
 
 
 def test_a_later_start_never_displaces_a_boot_heard_within_deadtime() -> None:

@@ -1,5 +1,5 @@
 """Issue 14's findings as fixed schedules on the simulated pair (keepalive 1, deadtime 3, both paths):
-each says what the daemon must do; those still open are xfail with their item number."""
+each says what the daemon must do; each fails on the code before its fix."""
 
 from __future__ import annotations
 
@@ -58,14 +58,12 @@ def test_item_8_a_one_way_partition_does_not_flap() -> None:
     assert activations(world, "backup", since=5.0) <= 2
 
 
-@pytest.mark.xfail(reason="issue 14 item 3", strict=False)
 def test_item_3_a_stale_beat_on_the_slower_path_does_not_undo_a_release() -> None:
     world = run("10 primary release", 40, skew=2.0)
     assert world.holders() == {"web1": ("backup",)}
     assert unheld(world.records, "web1", 10.1, 40.0) < 0.01
 
 
-@pytest.mark.xfail(reason="issue 14 item 3", strict=False)
 def test_item_3_a_planned_stop_over_a_skewed_path_leaves_no_gap() -> None:
     world = run("10 primary stop", 30, skew=2.0)
     assert unheld(world.records, "web1", 1.0, 30.0) < 0.01
@@ -94,7 +92,6 @@ def test_item_4_thirty_percent_loss_on_the_only_path_fails_nothing_over() -> Non
     assert world.holders() == {"web1": ("primary",)}
 
 
-@pytest.mark.xfail(reason="issue 14 item 10", strict=False)
 @pytest.mark.parametrize("skew", [0.5, 2.0])
 def test_item_10_path_skew_during_a_service_failure_neither_flaps_nor_drops_the_vip(skew: float) -> None:
     world = run("5 primary service-fail web1", 60, skew=skew)
