@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +23,6 @@ pytestmark = pytest.mark.lab
 
 KEEPALIVE, DEADTIME = 0.2, 1.0
 SETTLE = 15.0  # upper bound for anything that should happen within a few deadtimes
-
-
-@pytest.fixture
-def bed(lab: Any, tmp_path: Path) -> Iterator[Testbed]:
-    tb = Testbed(lab, tmp_path, keepalive=KEEPALIVE, deadtime=DEADTIME)
-    try:
-        yield tb
-    finally:
-        for name in ("a", "b"):
-            log = tb.log(name)
-            if log:
-                sys.stderr.write(f"--- pulse log of {name} ---\n{log[-4000:]}\n")
 
 
 def started_pair(bed: Testbed) -> Testbed:

@@ -4,10 +4,6 @@ pulses in namespaces; both must go through the same state changes (issue 14)."""
 from __future__ import annotations
 
 import re
-import sys
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -28,18 +24,6 @@ TIMELINE = """
 6 primary stop      # planned: the backup takes over
 9 primary start     # back: it stands by
 """
-
-
-@pytest.fixture
-def bed(lab: Any, tmp_path: Path) -> Iterator[Testbed]:
-    tb = Testbed(lab, tmp_path, keepalive=KEEPALIVE, deadtime=DEADTIME)
-    try:
-        yield tb
-    finally:
-        for name in ("a", "b"):
-            log = tb.log(name)
-            if log:
-                sys.stderr.write(f"--- pulse log of {name} ---\n{log[-4000:]}\n")
 
 
 def changes(log: str) -> list[tuple[str, str]]:

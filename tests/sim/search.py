@@ -8,6 +8,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from simrig import unheld
+
 from pyrhfos.config.model import Config
 from pyrhfos.core.vocab import Role, State
 from pyrhfos.sim.timeline import Step
@@ -230,7 +232,7 @@ def planned_stop_hands_over(schedule: Schedule, cfg: Config, world: World) -> st
         if f.kind != "stop" or not alone(schedule, f, cfg) or not serving(world, f.role, f.at):
             continue
         gap = unheld(
-            world, "web1", f.at, f.at + schedule.stop_seconds + schedule.start_seconds + cfg.deadtime
+            world.records, "web1", f.at, f.at + schedule.stop_seconds + schedule.start_seconds + cfg.deadtime
         )
         if gap > 0.01:
             return f"{f}: the VIP was unheld for {gap:.3f}s"
@@ -258,7 +260,7 @@ def short_freeze_keeps_the_vip(schedule: Schedule, cfg: Config, world: World) ->
         if f.kind != "freeze" or f.length >= cfg.deadtime - cfg.keepalive or not alone(schedule, f, cfg):
             continue
         if serving(world, f.role, f.at):
-            gap = unheld(world, "web1", f.at, f.at + f.length + cfg.deadtime)
+            gap = unheld(world.records, "web1", f.at, f.at + f.length + cfg.deadtime)
             if gap > 0:
                 return f"{f}: the VIP was unheld for {gap:.3f}s"
     return None
@@ -281,21 +283,6 @@ def exclusive(schedule: Schedule, cfg: Config, world: World) -> str | None:
         if all(hi < start or lo > end for lo, hi in excused):
             return f"web1 ran on both nodes from {start:.3f} to {end:.3f}"
     return None
-
-
-def unheld(world: World, service: str, since: float, until: float) -> float:
-    changes = [(r.t, r.holders) for r in world.records if r.kind == "vip" and r.service == service]
-    total, holders, t0 = 0.0, (), since
-    for t, now in changes:
-        if t <= since:
-            holders = now
-            continue
-        if t > until:
-            break
-        if not holders:
-            total += t - t0
-        holders, t0 = now, t
-    return total + (until - t0 if not holders else 0.0)
 
 
 Check = Callable[[Schedule, Config, World], "str | None"]
