@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test test-faults test-model demo bench lint host-deps clean screenshots
+.PHONY: test test-faults test-model demo bench lint host-deps clean screenshots venv-nftables
 
 host-deps:
 	@sh tools/host-deps.sh
@@ -19,7 +19,15 @@ $(STAMP): setup.py
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP) host-deps
+# Debian's python3-nftables (libnftables' ctypes binding, pure Python) sits in the system Python's
+# dist-packages; the venv's Python is another build, so that one package directory is symlinked into the
+# venv's site-packages (not the whole of dist-packages on sys.path). Idempotent: an existing link stays.
+NFT_PKG := /usr/lib/python3/dist-packages/nftables
+venv-nftables: $(STAMP)
+	@site=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	if [ -d $(NFT_PKG) ] && [ ! -e "$$site/nftables" ]; then ln -sfn $(NFT_PKG) "$$site/nftables"; fi
+
+test: $(STAMP) host-deps venv-nftables
 	$(BIN)/ruff check pyrhfos pyrhfos_lab tests bench
 	$(BIN)/mypy pyrhfos pyrhfos_lab bench
 	$(BIN)/python -m pytest -q tests
@@ -32,11 +40,11 @@ test-faults: $(STAMP) host-deps
 test-model: $(STAMP)
 	PYRHFOS_SEARCH=$${PYRHFOS_SEARCH:-1000} $(BIN)/python -m pytest -q tests/sim/test_search.py
 
-demo: $(STAMP) host-deps
+demo: $(STAMP) host-deps venv-nftables
 	$(BIN)/python -m pyrhfos_lab.demo
 
 # Failover outage and idle cost against keepalived (Debian package), rewrites bench/RESULTS.md.
-bench: $(STAMP) host-deps
+bench: $(STAMP) host-deps venv-nftables
 	command -v keepalived >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y keepalived)
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet 'matplotlib>=3.6'
 	$(BIN)/python bench/failover.py
@@ -45,7 +53,7 @@ bench: $(STAMP) host-deps
 screenshots: $(STAMP) host-deps
 	PYRHFOS_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/lab/test_web_browser.py
 
-lint: $(STAMP)
+lint: $(STAMP) venv-nftables
 	$(BIN)/ruff check pyrhfos pyrhfos_lab tests bench
 	$(BIN)/mypy pyrhfos pyrhfos_lab bench
 

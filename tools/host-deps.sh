@@ -25,6 +25,11 @@ if [ ! -x /usr/sbin/sshd ]; then
     # Debian's own switch: the packaged sshd never runs on this host (unit and init script honour it).
     touch /etc/ssh/sshd_not_to_be_run 2>/dev/null || { mkdir -p /etc/ssh && touch /etc/ssh/sshd_not_to_be_run; }
 fi
+# LVS mode: libnftables' JSON API from Python (Debian's binding; the Makefile links it into the venv),
+# and conntrack/conntrackd for connection counts, flushes and the directors' connection sync.
+[ -d /usr/lib/python3/dist-packages/nftables ] || need="$need python3-nftables"
+[ -x /usr/sbin/conntrack ] || need="$need conntrack"
+[ -x /usr/sbin/conntrackd ] || need="$need conntrackd"
 for extra in "$@"; do
     command -v "$extra" >/dev/null 2>&1 || need="$need $extra"
 done
