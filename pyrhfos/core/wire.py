@@ -94,6 +94,8 @@ _FOS_MAGICS = frozenset(
 )
 
 
+_LVS_MAGICS = frozenset({PiranhaMagic.HEARTBEAT_RUNNING, PiranhaMagic.HEARTBEAT_STOPPED})
+
 _PIRANHA_VALUES = frozenset(int(m) for m in PiranhaMagic)
 
 
@@ -221,26 +223,36 @@ def encode_piranha(magic: PiranhaMagic, little_endian: bool = True) -> bytes:
     return struct.pack("<I" if little_endian else ">I", PiranhaMagic(magic))
 
 
-def piranha_magic_for(beat: Beat) -> PiranhaMagic:
-    """The FOS magic that says what `beat` says, for answering a partner that speaks only Piranha beats."""
+def piranha_magic_for(beat: Beat, lvs: bool = False) -> PiranhaMagic:
+    """The magic that says what `beat` says, for answering a partner that speaks only Piranha beats: FOS
+    magics for a failover node, LVS ones (HEARTBEAT_RUNNING/STOPPED) for an LVS director (``lvs``)."""
+    running, stopped = (
+        (PiranhaMagic.HEARTBEAT_RUNNING, PiranhaMagic.HEARTBEAT_STOPPED)
+        if lvs
+        else (PiranhaMagic.FOS_HEARTBEAT_RUNNING, PiranhaMagic.FOS_HEARTBEAT_STOPPED)
+    )
     if beat.leaving:
         # Piranha has no "leaving"; STOPPED makes an inactive Piranha partner start its services at once.
-        return PiranhaMagic.FOS_HEARTBEAT_STOPPED
+        return stopped
     if beat.stopme:
-        return PiranhaMagic.FOS_HEARTBEAT_STOPME
+        # LVS mode has no STOPME: RUNNING is what makes an active Piranha backup shut down ("partner
+        # active"); an active Piranha primary keeps serving either way, as it does with Piranha itself.
+        return running if lvs else PiranhaMagic.FOS_HEARTBEAT_STOPME
     if beat.state in (State.ACTIVE, State.RELEASING):
         # Still holding the VIPs while releasing: a Piranha partner must not start yet.
-        return PiranhaMagic.FOS_HEARTBEAT_RUNNING
-    return PiranhaMagic.FOS_HEARTBEAT_STOPPED
+        return running
+    return stopped
 
 
-def piranha_meaning(beat: PiranhaBeat) -> tuple[State, bool] | None:
+def piranha_meaning(beat: PiranhaBeat, lvs: bool = False) -> tuple[State, bool] | None:
     """What a Piranha beat says as (state, stopme), the inverse of piranha_magic_for.
 
-    FOS beats carry only "running", "stopped" or "stop me"; an LVS magic (None) comes from a node
-    running other services, which a failover node cannot follow.
+    A FOS node (``lvs`` False) follows FOS beats: "running", "stopped" or "stop me"; an LVS director
+    follows LVS beats: "running" or "stopped" (never stop me). The other mode's magics, and HOLD/HELD,
+    are None: they come from a node running other services, which this node cannot follow.
     """
-    if not beat.fos:
+    follows = beat.magic in _LVS_MAGICS if lvs else beat.fos
+    if not follows:
         return None
     if beat.running:
         return State.ACTIVE, False

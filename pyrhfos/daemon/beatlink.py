@@ -56,8 +56,12 @@ class BeatLink:
         boot_id: bytes | None = None,
         guard: ReplayGuard | None = None,
         on_mark: Callable[[int, int], None] | None = None,
+        lvs: bool = False,
     ) -> None:
         self.role = role
+        # Piranha's LVS and FOS pulses use different magics: follow and answer those of our lvs.cf's
+        # service (shell passes cfg.service is ServiceKind.LVS); the other mode's are dropped.
+        self.lvs = lvs
         self.paths = paths
         self.port = port
         self.key = key
@@ -157,7 +161,7 @@ class BeatLink:
         return BeatReceived(source, beat.state, leaving=beat.leaving, stopme=beat.stopme, hold=beat.hold)
 
     def _from_piranha(self, beat: PiranhaBeat, source: str) -> BeatReceived | None:
-        meaning = piranha_meaning(beat)
+        meaning = piranha_meaning(beat, self.lvs)
         if meaning is None:
             self._drop(
                 "piranha-incompatible",
@@ -182,7 +186,7 @@ class BeatLink:
         flags = beat_flags(leaving=a.leaving, stopme=a.stopme, hold=a.hold)
         beat = Beat(self.role, a.state, self.seq, self.boot_id, self.serial, self.digest, flags)
         if self.partner_piranha:
-            data = encode_piranha(piranha_magic_for(beat), self.piranha_little_endian)
+            data = encode_piranha(piranha_magic_for(beat, self.lvs), self.piranha_little_endian)
         else:
             data = encode(beat, self.key)
         for path in self.paths:
