@@ -1,4 +1,4 @@
-"""Service probes as Piranha's nanny ran them: connect, send, expect, within a time limit.
+"""Service and real-server probes as Piranha's nanny ran them: connect, send, expect, within a time limit.
 
 Async functions only; they know nothing of VIPs or failover. Every failure is a result, never an exception.
 """
@@ -10,7 +10,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from ..config.model import Failover
+from ..config.model import Failover, Virtual
 from ..config.validate import compile_expect
 from .commands import run_command
 
@@ -113,3 +113,57 @@ async def probe(f: Failover, host: str) -> ProbeResult:
         return await probe_program(f.send_program, host, f.expect, f.use_regex, f.timeout)
     assert f.port is not None  # mandatory for a failover: checked when the file is read
     return await probe_tcp(host, f.port, f.send, f.expect, f.use_regex, f.timeout)
+
+
+async def probe_udp(
+    host: str, port: int, send: str | None, expect: str | None, use_regex: bool, timeout: float
+) -> ProbeResult:
+    """Send one datagram (``send``, else an empty one) to host:port and judge the answer within ``timeout``.
+
+    With ``expect``: the first datagram back must match it ("*": any datagram); silence is a failure.
+    Without ``expect`` the probe can only fail open: an ICMP port (or host) unreachable, which the
+    kernel reports on the connected socket, is a failure; a reply or silence for ``timeout`` is ok,
+    so a server that is down without the kernel saying so passes. Give UDP virtuals a send/expect
+    pair or a send_program to check them for real.
+    """
+    start = time.monotonic()
+
+    def done(ok: bool, reason: str) -> ProbeResult:
+        return ProbeResult(ok, reason, time.monotonic() - start)
+
+    loop = asyncio.get_running_loop()
+    try:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    except OSError as e:
+        return done(False, e.strerror or str(e))
+    with sock:
+        sock.setblocking(False)
+        try:
+            # connect: the kernel then hands this socket the ICMP errors of host:port
+            await loop.sock_connect(sock, (host, port))
+            await loop.sock_sendall(sock, (send or "").encode("latin-1"))
+            try:
+                async with asyncio.timeout(timeout):
+                    answer = await loop.sock_recv(sock, READ_LIMIT)
+            except TimeoutError:
+                if expect:
+                    return done(False, f"timeout after {timeout:g}s (no answer)")
+                return done(True, "ok (no answer, no ICMP error)")
+        except ConnectionRefusedError:
+            return done(False, "port unreachable")
+        except OSError as e:
+            return done(False, e.strerror or str(e))
+        if expect == "*" or answer_matches(answer, expect, use_regex):
+            return done(True, "ok")
+        assert expect  # answer_matches takes anything when expect is empty
+        return done(False, f"answer did not match {_describe(expect)!r}")
+
+
+async def probe_server(v: Virtual, host: str, port: int) -> ProbeResult:
+    """Probe one real server of virtual ``v`` at host:port as the virtual's block says: its
+    send_program (%h = host), else connect/send/expect over TCP, else (protocol udp) over UDP."""
+    if v.send_program:
+        return await probe_program(v.send_program, host, v.expect, v.use_regex, v.timeout)
+    if v.protocol == "udp":
+        return await probe_udp(host, port, v.send, v.expect, v.use_regex, v.timeout)
+    return await probe_tcp(host, port, v.send, v.expect, v.use_regex, v.timeout)
