@@ -1,0 +1,325 @@
+"""The LVS ruleset builder: what the nftables JSON says for each feature (pure; loaded for real in
+tests/net/test_nft_lab.py)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from ipaddress import IPv4Address
+from typing import Any
+
+import pytest
+
+from pyrhfos.config.model import Config, DeviceAddress, NetworkMode, Server, Virtual
+from pyrhfos.core import ruleset
+from pyrhfos.core.ruleset import TABLE, Backend, VirtualTable, build, describe
+
+A = IPv4Address
+SERVERS = (
+    Server("s1", A("198.51.100.11"), weight=3),
+    Server("s2", A("198.51.100.12"), port=8080),
+    Server("s3", A("198.51.100.13")),
+)
+WEB = Virtual("web", DeviceAddress(A("192.0.2.10"), "eth0:1"), scheduler="rr", servers=SERVERS)
+
+
+def table(v: Virtual, shares: tuple[int, ...] = (1, 1, 1)) -> VirtualTable:
+    return VirtualTable(v, tuple(ruleset.backend_of(v, s, n) for s, n in zip(v.servers, shares, strict=True)))
+
+
+def nat(*tables: VirtualTable, **cfg: Any) -> list[dict[str, Any]]:
+    return build(Config(network=NetworkMode.NAT, **cfg), tables)
+
+
+def direct(*tables: VirtualTable, **cfg: Any) -> list[dict[str, Any]]:
+    return build(Config(network=NetworkMode.DIRECT, **cfg), tables)
+
+
+def added(commands: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [c["add"][kind] for c in commands if kind in c.get("add", {})]
+
+
+def rules(commands: list[dict[str, Any]], chain: str) -> list[list[dict[str, Any]]]:
+    return [r["expr"] for r in added(commands, "rule") if r["chain"] == chain]
+
+
+def vmap(commands: list[dict[str, Any]], chain: str = "v-web") -> dict[str, Any]:
+    maps = [e["vmap"] for expr in rules(commands, chain) for e in expr if "vmap" in e]
+    assert len(maps) == 1
+    return maps[0]
+
+
+def ranges(m: dict[str, Any]) -> list[tuple[Any, str]]:
+    return [
+        (k if isinstance(k, int) else tuple(k["range"]), d["goto"]["target"]) for k, d in m["data"]["set"]
+    ]
+
+
+def test_swap_idiom_first_for_both_families_then_the_ip_table() -> None:
+    cmds = nat(table(WEB))
+    ip = {"table": {"family": "ip", "name": TABLE}}
+    nd = {"table": {"family": "netdev", "name": TABLE}}
+    assert cmds[:5] == [{"add": ip}, {"delete": ip}, {"add": nd}, {"delete": nd}, {"add": ip}]
+    assert {c["family"] for c in added(cmds[4:], "chain")} == {"ip"}
+
+
+def test_nat_dispatch_and_round_robin() -> None:
+    cmds = nat(table(WEB))
+    pre = [c for c in added(cmds, "chain") if c["name"] == "prerouting"]
+    assert pre == [
+        {"family": "ip", "table": TABLE, "name": "prerouting", "type": "nat", "hook": "prerouting"}
+        | {"prio": -100, "policy": "accept"}
+    ]
+    assert rules(cmds, "prerouting") == [
+        [
+            {
+                "match": {
+                    "op": "==",
+                    "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                    "right": "192.0.2.10",
+                }
+            },
+            {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 80}},
+            {"jump": {"target": "v-web"}},
+        ]
+    ]
+    m = vmap(cmds)
+    assert m["key"] == {"numgen": {"mode": "inc", "mod": 3, "offset": 0}}
+    assert ranges(m) == [(0, "b-web-s1"), (1, "b-web-s2"), (2, "b-web-s3")]
+    # the server's own port, else the virtual's
+    assert rules(cmds, "b-web-s2")[-1][-1] == {"dnat": {"addr": "198.51.100.12", "port": 8080}}
+    assert rules(cmds, "b-web-s1") == [
+        [
+            {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "tcp"}},
+            {"dnat": {"addr": "198.51.100.11", "port": 80}},
+        ]
+    ]
+    assert added(cmds, "set") == []  # no persistence, no pins in NAT
+
+
+def test_weighted_ranges_are_as_wide_as_the_shares() -> None:
+    m = vmap(nat(table(replace(WEB, scheduler="wrr"), (3, 1, 1))))
+    assert m["key"]["numgen"]["mod"] == 5
+    assert ranges(m) == [((0, 2), "b-web-s1"), (3, "b-web-s2"), (4, "b-web-s3")]
+
+
+@pytest.mark.parametrize("scheduler, field", [("sh", "saddr"), ("dh", "daddr")])
+def test_hash_schedulers(scheduler: str, field: str) -> None:
+    m = vmap(nat(table(replace(WEB, scheduler=scheduler))))
+    assert m["key"] == {
+        "jhash": {"mod": 3, "seed": 0, "expr": {"payload": {"protocol": "ip", "field": field}}}
+    }
+
+
+@pytest.mark.parametrize("scheduler", ["wlc", "lc", "sed", "nq", "lblc", "lblcr"])
+def test_least_connection_schedulers_use_the_numgen_map(scheduler: str) -> None:
+    assert "numgen" in vmap(nat(table(replace(WEB, scheduler=scheduler), (2, 5, 1))))["key"]
+
+
+def test_share_zero_takes_no_range_but_keeps_its_chain_and_persistence() -> None:
+    v = replace(WEB, persistent=300)
+    cmds = nat(table(v, (1, 0, 1)))
+    assert ranges(vmap(cmds)) == [(0, "b-web-s1"), (1, "b-web-s3")]
+    assert "b-web-s2" in {c["name"] for c in added(cmds, "chain")}
+    assert "per-web-s2" in {s["name"] for s in added(cmds, "set")}
+    lookups = [e[-1]["goto"]["target"] for e in rules(cmds, "v-web") if "goto" in e[-1]]
+    assert lookups == ["b-web-s1", "b-web-s2", "b-web-s3"]
+
+
+def test_absent_backend_has_no_chain_and_no_set() -> None:
+    v = replace(WEB, persistent=300)
+    cmds = nat(VirtualTable(v, (ruleset.backend_of(v, SERVERS[0], 1),)))
+    names = {c["name"] for c in added(cmds, "chain")} | {s["name"] for s in added(cmds, "set")}
+    assert not {n for n in names if "s2" in n or "s3" in n}
+    direct_names = {s["name"] for s in added(direct(VirtualTable(v, ())), "set")}
+    assert direct_names == set()
+
+
+def test_persistence_with_pmask() -> None:
+    v = replace(WEB, persistent=600, pmask=A("255.255.255.0"))
+    cmds = nat(table(v))
+    s1 = [s for s in added(cmds, "set") if s["name"] == "per-web-s1"]
+    assert s1 == [{"family": "ip", "table": TABLE, "name": "per-web-s1", "type": "ipv4_addr"} | {
+        "flags": ["timeout"], "timeout": 600}]  # fmt: skip
+    masked = {"&": [{"payload": {"protocol": "ip", "field": "saddr"}}, "255.255.255.0"]}
+    first = rules(cmds, "v-web")[0]
+    assert first == [
+        {"match": {"op": "==", "left": masked, "right": "@per-web-s1"}},
+        {"goto": {"target": "b-web-s1"}},
+    ]
+    assert rules(cmds, "b-web-s1")[0] == [{"set": {"op": "update", "elem": masked, "set": "@per-web-s1"}}]
+    # the lookups come before the scheduler
+    assert "vmap" in rules(cmds, "v-web")[-1][0]
+    # a /32 pmask keys on the bare address
+    plain = rules(nat(table(replace(WEB, persistent=60))), "v-web")[0][0]["match"]["left"]
+    assert plain == {"payload": {"protocol": "ip", "field": "saddr"}}
+
+
+def test_fwmark_virtual_matches_the_mark_and_keeps_the_port() -> None:
+    v = replace(WEB, fwmark=7)
+    cmds = nat(table(v))
+    assert rules(cmds, "prerouting") == [
+        [
+            {"match": {"op": "==", "left": {"meta": {"key": "mark"}}, "right": 7}},
+            {"jump": {"target": "v-web"}},
+        ]
+    ]
+    assert rules(cmds, "b-web-s1") == [[{"dnat": {"addr": "198.51.100.11"}}]]
+
+
+def test_udp_virtual() -> None:
+    v = replace(WEB, protocol="udp", port=53)
+    cmds = nat(table(v))
+    assert rules(cmds, "prerouting")[0][1]["match"]["left"] == {
+        "payload": {"protocol": "udp", "field": "dport"}
+    }
+    assert rules(cmds, "b-web-s1")[0][0]["match"]["right"] == "udp"
+
+
+def test_sorry_server_only_when_no_backend_takes_new_connections() -> None:
+    v = replace(WEB, sorry_server=A("198.51.100.9"))
+    cmds = nat(table(v, (0, 0, 0)))
+    assert rules(cmds, "v-web")[-1][-1] == {"dnat": {"addr": "198.51.100.9", "port": 80}}
+    assert not [e for expr in rules(cmds, "v-web") for e in expr if "vmap" in e]
+    assert "198.51.100.9" not in json.dumps(nat(table(v)))
+    # no sorry server: nothing in the virtual's chain; the director itself answers (a reset)
+    assert rules(nat(table(WEB, (0, 0, 0))), "v-web") == []
+
+
+def test_direct_routing_ingress_pins_and_fwd() -> None:
+    v = replace(WEB, persistent=120)
+    cmds = direct(table(v), tcp_timeout=1200)
+    assert cmds[4] == {"add": {"table": {"family": "netdev", "name": TABLE}}}
+    (chain,) = [c for c in added(cmds, "chain") if "hook" in c]
+    assert chain == {"family": "netdev", "table": TABLE, "name": "in-eth0", "type": "filter"} | {
+        "hook": "ingress", "dev": "eth0", "prio": 0, "policy": "accept"}  # fmt: skip
+    assert rules(cmds, "in-eth0")[0][-1] == {"jump": {"target": "v-web"}}
+    pins = [s for s in added(cmds, "set") if s["name"].startswith("pin-")]
+    assert [p["name"] for p in pins] == ["pin-web-s1", "pin-web-s2", "pin-web-s3"]
+    assert {(tuple(p["type"]), p["timeout"]) for p in pins} == {(("ipv4_addr", "inet_service"), 1200)}
+    flow = {
+        "concat": [
+            {"payload": {"protocol": "ip", "field": "saddr"}},
+            {"payload": {"protocol": "th", "field": "sport"}},
+        ]
+    }
+    vrules = rules(cmds, "v-web")
+    assert vrules[0] == [
+        {"match": {"op": "==", "left": flow, "right": "@pin-web-s1"}},
+        {"goto": {"target": "b-web-s1"}},
+    ]
+    assert [r[0]["match"]["right"] for r in vrules[:6]] == [
+        "@pin-web-s1", "@pin-web-s2", "@pin-web-s3", "@per-web-s1", "@per-web-s2", "@per-web-s3"]  # fmt: skip
+    assert rules(cmds, "b-web-s2") == [
+        [{"set": {"op": "update", "elem": flow, "set": "@pin-web-s2"}}],
+        [
+            {
+                "set": {
+                    "op": "update",
+                    "elem": {"payload": {"protocol": "ip", "field": "saddr"}},
+                    "set": "@per-web-s2",
+                }
+            }
+        ],
+        [{"fwd": {"dev": "eth0", "family": "ip", "addr": "198.51.100.12"}}],
+    ]
+
+
+def test_direct_pin_timeouts_default_per_protocol() -> None:
+    def timeouts(v: Virtual, **cfg: Any) -> set[int]:
+        return {s["timeout"] for s in added(direct(table(v), **cfg), "set")}
+
+    assert timeouts(WEB) == {900}
+    assert timeouts(replace(WEB, protocol="udp")) == {300}
+    assert timeouts(replace(WEB, protocol="udp"), udp_timeout=45) == {45}
+
+
+def test_direct_one_ingress_chain_per_vip_device() -> None:
+    other = replace(WEB, name="mail", address=DeviceAddress(A("192.0.2.20"), "eth1:0"), port=25)
+    third = replace(WEB, name="smtps", address=DeviceAddress(A("192.0.2.10"), "eth0:1"), port=465)
+    cmds = direct(table(WEB), table(other), table(third))
+    hooked = [c["name"] for c in added(cmds, "chain") if "hook" in c]
+    assert hooked == ["in-eth0", "in-eth1"]
+    assert len(rules(cmds, "in-eth0")) == 2
+
+
+def test_ct_timeouts_only_on_request() -> None:
+    cfg = {"tcp_timeout": 900, "tcpfin_timeout": 30, "udp_timeout": 60}
+    assert added(nat(table(WEB), **cfg), "ct timeout") == []
+    cmds = build(Config(network=NetworkMode.NAT, **cfg), [table(WEB)], ct_timeouts=True)
+    objs = added(cmds, "ct timeout")
+    assert [(o["name"], o["protocol"]) for o in objs] == [("t-tcp", "tcp"), ("t-udp", "udp")]
+    assert objs[0]["policy"] == {
+        "established": 900,
+        "fin_wait": 30,
+        "close_wait": 30,
+        "last_ack": 30,
+        "time_wait": 30,
+    }
+    (raw,) = [c for c in added(cmds, "chain") if c["name"] == "timeouts"]
+    assert (raw["hook"], raw["prio"]) == ("prerouting", -300)
+    assert rules(cmds, "timeouts")[0][-1] == {"ct timeout": "t-tcp"}
+
+
+def test_names_stable_and_digested_when_not_plain() -> None:
+    odd = Virtual("web site", WEB.address, servers=(Server("rs-1", A("198.51.100.11")),))
+    first = nat(table(odd, (1,)))
+    assert first == nat(table(odd, (1,)))
+    chains = [c["name"] for c in added(first, "chain") if "hook" not in c]
+    assert len(chains) == 2 and all(" " not in c and c.count("-") == len(c.split("-")) - 1 for c in chains)
+    assert chains[0] == ruleset.virtual_chain("web site") and chains[0].startswith("v-h")
+    assert ruleset.backend_chain("web site", "rs-1") == chains[1]
+    # no collision across the separator: a_b + c against a + b_c
+    assert ruleset.backend_chain("a_b", "c") != ruleset.backend_chain("a", "b_c")
+
+
+def test_deterministic_json() -> None:
+    tabs = [table(replace(WEB, persistent=30)), table(replace(WEB, name="dns", protocol="udp", port=53))]
+    one = json.dumps(direct(*tabs), sort_keys=False)
+    assert one == json.dumps(direct(*tabs), sort_keys=False)
+    assert json.dumps(nat(*tabs)) == json.dumps(nat(*tabs))
+
+
+def test_inactive_virtual_left_out_and_tunnel_refused() -> None:
+    cmds = nat(table(replace(WEB, active=False)))
+    assert rules(cmds, "prerouting") == []
+    with pytest.raises(ValueError, match="tunnel"):
+        build(Config(network=NetworkMode.TUNNEL), [table(WEB)])
+
+
+def test_dynamic_sets_lists_what_the_engine_carries_over() -> None:
+    cmds = direct(table(replace(WEB, persistent=30), (1, 0, 1)))
+    keys = ruleset.dynamic_sets(cmds)
+    assert sorted(keys) == sorted(("netdev", f"{k}-web-s{i}") for k in ("pin", "per") for i in (1, 2, 3))
+
+
+def test_backend_of_uses_server_port_else_virtual() -> None:
+    assert ruleset.backend_of(WEB, SERVERS[1], 2) == Backend("s2", A("198.51.100.12"), 8080, 2)
+    assert ruleset.backend_of(WEB, SERVERS[0], 0).port == 80
+    with pytest.raises(ValueError):
+        ruleset.backend_of(WEB, Server("x"), 1)
+
+
+def test_describe_reads_like_nft() -> None:
+    v = replace(WEB, scheduler="wrr", persistent=300, pmask=A("255.255.255.0"))
+    text = describe(nat(table(v, (3, 1, 0))))
+    assert text.startswith("table ip pyrhfos {\n")
+    assert "netdev" not in text  # added then deleted by the swap idiom: not shown
+    for line in (
+        "\tset per-web-s1 {",
+        "\t\ttype ipv4_addr",
+        "\t\ttimeout 300s",
+        "\t\ttype nat hook prerouting priority -100; policy accept;",
+        "\t\tip daddr 192.0.2.10 tcp dport 80 jump v-web",
+        "\t\tip saddr & 255.255.255.0 @per-web-s1 goto b-web-s1",
+        "\t\tnumgen inc mod 4 vmap { 0-2 : goto b-web-s1, 3 : goto b-web-s2 }",
+        "\t\tupdate @per-web-s3 { ip saddr & 255.255.255.0 }",
+        "\t\tmeta l4proto tcp dnat to 198.51.100.12:8080",
+    ):
+        assert line in text.splitlines(), line
+    dr = describe(direct(table(replace(WEB, scheduler="sh"))))
+    assert '\t\ttype filter hook ingress device "eth0" priority 0; policy accept;' in dr.splitlines()
+    assert '\t\tfwd ip to 198.51.100.11 device "eth0"' in dr.splitlines()
+    assert "\t\tip saddr . th sport @pin-web-s1 goto b-web-s1" in dr.splitlines()
+    assert "jhash ip saddr mod 3 seed 0x0 vmap" in dr
+    assert describe([]) == ""
