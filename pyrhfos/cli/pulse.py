@@ -164,6 +164,10 @@ def cmd_check(path: str) -> int:
     cfg = load_or_report(path)
     if cfg is None:
         return EXIT_CONFIG
+    from ..config.runnable import check_diagnostics
+
+    for d in check_diagnostics(cfg):  # what this host would not run as written: the file stays valid
+        print(str(d), file=sys.stderr)
     print(format_summary(cfg, local_ipv4_addresses()))
     return 0
 
@@ -211,6 +215,11 @@ def run_daemon(args: argparse.Namespace, path: str) -> int:
         return 1
     ready = daemonize() if not args.nodaemon else None
     setup_logging(args.nodaemon, args.verbose)
+    if cfg.service is ServiceKind.LVS:
+        from ..config.runnable import lvs_warnings
+
+        for w in lvs_warnings(cfg):
+            log.warning("%s", w)
     opts = Options(
         force_active=args.forceactive,
         test_start=args.test_start or args.norun,
