@@ -694,8 +694,10 @@ class LvsLab:
             stop_process(service.proc, grace=2.0)
         pulse = getattr(self, "pulse", None)
         if pulse is not None:
-            for proc in pulse.pulses.values():
+            for name, proc in pulse.pulses.items():
                 stop_process(proc, grace=5.0)
+                # pytest shows a test's stderr when it fails: then the daemons' own words are there.
+                sys.stderr.write(f"--- pulse log of {name} ---\n{pulse.log(name)[-4000:]}\n")
         if self._own_lab:
             self.lab.teardown()
         if self._tmp is not None:
