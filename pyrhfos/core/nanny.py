@@ -166,13 +166,15 @@ class Nanny:
     def reconcile(self, members: Iterable[Member]) -> list[Action]:
         """Take a reload's member set. A server with the same virtual, name, address and port keeps its
         health (a changed weight, reentry or quiesce applies from now); others start UNKNOWN; removed ones
-        are forgotten. One PoolChanged per virtual whose table changed. Nothing is flushed: the
-        connections of a server taken out of the file run to their end (nothing new reaches it)."""
+        are forgotten. One PoolChanged per virtual whose table changed. The connections of a server taken
+        out of the file run to their end (nothing new reaches it); only a down server that loses
+        quiesce_server is flushed, as a failure without quiesce would have."""
         old_members = self._members
         virtuals = {m.virtual for m in old_members.values()}
         before = {v: self.in_effect(v) for v in virtuals}
         new_members: dict[Key, Member] = {}
         new_states: dict[Key, ServerState] = {}
+        unquiesced: list[FlushServer] = []  # down, kept at weight 0, now without quiesce: as if it failed now
         for m in members:
             key = (m.virtual, m.server)
             if key in new_members:
@@ -181,13 +183,16 @@ class Nanny:
             prev = old_members.get(key)
             same = prev is not None and (prev.address, prev.port) == (m.address, m.port)
             new_states[key] = self._states[key] if same else _unknown()
+            if same and prev is not None and prev.quiesce and not m.quiesce:
+                if new_states[key].health is Health.DOWN:
+                    unquiesced.append(FlushServer(m.virtual, m.server))
         self._members, self._states = new_members, new_states
         virtuals |= {m.virtual for m in new_members.values()}
         actions: list[Action] = []
         for v in sorted(virtuals, key=_order(old_members, new_members)):
             if self.in_effect(v) != before.get(v, ()):
                 actions.append(PoolChanged(v, "reload"))
-        return actions
+        return actions + unquiesced  # the tables first: nothing new reaches them while they are flushed
 
     def state(self, virtual: str, server: str) -> ServerState:
         """The server's state; KeyError when it is not a member."""

@@ -201,3 +201,14 @@ def test_reconcile_new_address_starts_unknown_and_removed_virtual_changes() -> N
     assert n.state("web", "rs1").health is Health.UNKNOWN
     assert n.in_effect("dns") == ()
     assert not any(isinstance(a, FlushServer) for a in actions)  # a reload lets connections end by themselves
+
+
+def test_reconcile_flushes_a_down_server_that_loses_quiesce() -> None:
+    n = Nanny([member("rs1", quiesce=True), member("rs2", quiesce=True)])
+    n.handle(ok("rs1"), 0.0)
+    n.handle(ok("rs2"), 0.0)
+    n.handle(bad("rs1"), 6.0)
+    assert weights(n) == {"rs1": 0, "rs2": 1}
+    actions = n.reconcile([member("rs1"), member("rs2")])
+    assert actions == [PoolChanged("web", "reload"), FlushServer("web", "rs1")]
+    assert weights(n) == {"rs2": 1}
