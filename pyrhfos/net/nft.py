@@ -1,0 +1,123 @@
+"""Our nftables table(s) in this network namespace, through libnftables' JSON API (Debian python3-nftables).
+Owns replacing them in one transaction (keeping dynamic set elements), removing and reading them.
+
+The commands come from pyrhfos.core.ruleset.build; nothing here builds a rule or a command string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..core.ruleset import FAMILIES, TABLE, dynamic_sets
+
+Json = dict[str, Any]
+
+
+class NftError(RuntimeError):
+    """libnftables refused a command; the message is libnftables' own."""
+
+
+def _library() -> Any:
+    import nftables  # type: ignore[import-untyped, import-not-found, unused-ignore]  # Debian's, no stubs
+
+    return nftables.Nftables()
+
+
+def available() -> str | None:
+    """None when this process can load and list nftables rulesets here, else why not."""
+    try:
+        nft = _library()
+    except ImportError as exc:
+        return f"python3-nftables is not importable ({exc}): run tools/host-deps.sh and make venv-nftables"
+    except OSError as exc:  # ctypes could not load libnftables.so.1
+        return f"libnftables cannot be loaded: {exc}"
+    rc, _, err = nft.json_cmd({"nftables": [{"list": {"tables": {}}}]})
+    if rc != 0:
+        return f"nftables cannot be listed here: {str(err).strip() or rc}"
+    return None
+
+
+class NftEngine:
+    """Our table (``pyrhfos``, family ip and/or netdev) in the namespace this process runs in."""
+
+    def __init__(self, nft: Any | None = None) -> None:
+        self._nft = nft if nft is not None else _library()
+
+    def _run(self, commands: Sequence[Json]) -> Any:
+        rc, out, err = self._nft.json_cmd({"nftables": list(commands)})
+        if rc != 0:
+            raise NftError(str(err).strip() or f"libnftables failed ({rc})")
+        return out
+
+    def _families(self) -> list[str]:
+        """The families in which our table exists now."""
+        out = self._run([{"list": {"tables": {}}}])
+        found = {o["table"]["family"] for o in _objects(out, "table") if o["table"]["name"] == TABLE}
+        return [f for f in FAMILIES if f in found]
+
+    def _sets(self) -> dict[tuple[str, str], Json]:
+        """(family, name) -> set as listed, for the sets with timeouts (the dynamic ones) of our tables."""
+        sets: dict[tuple[str, str], Json] = {}
+        for family in self._families():
+            out = self._run([{"list": {"table": {"family": family, "name": TABLE}}}])
+            for o in _objects(out, "set"):
+                body = o["set"]
+                if "timeout" in body.get("flags", ()):
+                    sets[(family, body["name"])] = body
+        return sets
+
+    def present(self) -> bool:
+        """Whether one of our tables exists."""
+        return bool(self._families())
+
+    def remove(self) -> bool:
+        """Delete our tables; True if one was there."""
+        families = self._families()
+        if families:
+            self._run([{"delete": {"table": {"family": f, "name": TABLE}}} for f in families])
+        return bool(families)
+
+    def set_sizes(self) -> dict[str, int]:
+        """Elements per dynamic set (pins: live direct-routing flows; persistence: clients)."""
+        return {name: len(body.get("elem", ())) for (_, name), body in self._sets().items()}
+
+    def replace(self, commands: Sequence[Json]) -> int:
+        """Apply ``commands`` (ruleset.build's whole-table swap) in one transaction, re-adding the
+        elements of dynamic sets that exist before and after with their remaining time (at most the
+        new set's timeout). Returns how many elements were carried over."""
+        old = self._sets()
+        carried: list[Json] = []
+        count = 0
+        for key, new in dynamic_sets(commands).items():
+            if key not in old:
+                continue
+            elems = [e for e in (_carry(x, new.get("timeout")) for x in old[key].get("elem", ())) if e]
+            if elems:
+                family, name = key
+                carried.append(
+                    {"add": {"element": {"family": family, "table": TABLE, "name": name, "elem": elems}}}
+                )
+                count += len(elems)
+        self._run([*commands, *carried])
+        return count
+
+
+def _objects(out: Any, kind: str) -> list[Json]:
+    """The listed objects of one kind in a libnftables JSON answer."""
+    if not isinstance(out, dict):
+        return []
+    return [o for o in out.get("nftables", ()) if kind in o]
+
+
+def _carry(elem: Any, limit: int | None) -> Json | None:
+    """A listed element as one to add again with its remaining time; None if it has (about) expired."""
+    if not (isinstance(elem, dict) and "elem" in elem):
+        return {"elem": {"val": elem}}  # listed without expiry: the new set's timeout applies
+    body = elem["elem"]
+    left = body.get("expires", body.get("timeout"))
+    if left is None:
+        return {"elem": {"val": body["val"]}}
+    if left <= 0:
+        return None
+    return {"elem": {"val": body["val"], "timeout": min(left, limit) if limit else left}}
