@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..config import ConfigError, digest, load
-from ..config.model import Config
+from ..config.model import Config, ServiceKind
 from ..core import events as c
 from ..core.machine import Cluster, Timers
 from ..core.reload import plan, restart_needed
@@ -421,6 +421,7 @@ def beat_link(
         boot_id=boot_id,
         guard=guard,
         on_mark=on_mark,
+        lvs=cfg.service is ServiceKind.LVS,  # a Piranha partner is answered in its mode's magics
     )
 
 

@@ -57,3 +57,16 @@ def test_a_fos_node_keeps_fos_magics_by_default() -> None:
     assert t.sent[-1][0] == encode_piranha(PiranhaMagic.FOS_HEARTBEAT_STOPME)
     default = BeatLink(Role.PRIMARY, (PARTNER,), 539, None, Counter(), digest=bytes(8), serial=0)
     assert default.lvs is False
+
+
+def test_the_daemons_link_follows_the_service_of_its_lvs_cf() -> None:
+    from rig import EXAMPLE, ROOT
+
+    from pyrhfos.config import load
+    from pyrhfos.daemon.shell import beat_link
+    from pyrhfos.daemon.startup import Membership
+
+    for path, lvs in ((ROOT / "etc" / "lvs.cf.lvs.example", True), (EXAMPLE, False)):
+        cfg, _ = load(path)
+        partner = cfg.node_addresses(Role.BACKUP)
+        assert beat_link(cfg, Membership(Role.PRIMARY, partner), None, None).lvs is lvs
