@@ -11,14 +11,16 @@ Layout (docs: lvs-design.md):
   no conntrack, so each backend also has a pin set keyed on ``ip saddr . th sport``, looked up first for
   every packet and refreshed by every packet; the backend chain ends in ``fwd ip to ADDR device DEV``.
 - Conntrack timeouts (NAT), with ``build(..., ct_timeouts=True)``: ``tcp_timeout``/``tcpfin_timeout``/
-  ``udp_timeout`` become ``ct timeout`` objects set in chain ``timeouts`` at priority raw, before
-  conntrack makes the entry (a fwmark virtual is matched there by its mark, so only when the
-  administrator marks at raw priority or earlier). This kernel takes them (loaded with nft's text
-  parser in a namespace), but Debian's libnftables 1.0.6 JSON parser drops a ct timeout's ``policy``
-  (upstream fix "parser_json: Wrong check in json_parse_ct_timeout_policy()", not in 1.0.6): the
-  object loads with no timeouts. TODO: so the default is False, and the director sets the timeouts as
-  its namespace's sysctls (net.netfilter.nf_conntrack_tcp_timeout_established, ..._fin_wait and
-  friends, nf_conntrack_udp_timeout and ..._stream); turn it on where libnftables keeps the policy.
+  ``udp_timeout`` become ``ct timeout`` objects set by the virtual's dispatch rule in ``prerouting``.
+  Checked on this kernel: the kernel applies a ct timeout only to an entry that exists and is not yet
+  confirmed, so after conntrack (priority -200) on a connection's first packet: the nat chain is such a
+  place, a raw-priority chain is not (it loads and does nothing). The kernel takes them (loaded with
+  nft's text parser in a namespace, conntrack -L shows the timeout), but Debian's libnftables 1.0.6 JSON
+  parser drops a ct timeout's ``policy`` (upstream fix "parser_json: Wrong check in
+  json_parse_ct_timeout_policy()", not in 1.0.6), so through JSON the object loads empty. TODO: hence
+  the default False; on 1.0.6 the director sets these as its namespace's sysctls
+  (net.netfilter.nf_conntrack_tcp_timeout_established, ..._fin_wait/_close_wait/_last_ack/_time_wait,
+  nf_conntrack_udp_timeout and ..._stream); turn it on where libnftables keeps the policy.
 - A fwmark virtual's backends keep the packet's destination port (``dnat to ADDR``), as IPVS does.
 """
 
@@ -39,7 +41,6 @@ PIN_TCP = 900  # direct routing: a pin outlives this much silence (tcp_timeout /
 PIN_UDP = 300
 JHASH_SEED = 0  # fixed, so a replaced table hashes every client as before
 NAT_PRIORITY = -100  # dstnat
-RAW_PRIORITY = -300  # raw: before conntrack confirms the entry, so ct timeout applies
 INGRESS_PRIORITY = 0
 NUMGEN_SCHEDULERS = frozenset({"rr", "wrr", "wlc", "lc", "sed", "nq", "lblc", "lblcr"})
 _PLAIN = re.compile(r"[A-Za-z0-9_]{1,40}")
@@ -266,15 +267,12 @@ def _nat(cfg: Config, tables: Sequence[VirtualTable], ct_timeouts: bool) -> _Tab
     timeouts = _ct_timeouts(cfg) if ct_timeouts else {}
     for proto, policy in timeouts.items():
         t.ct_timeout(ct_timeout_name(proto), proto, policy)
-    if timeouts:
-        t.chain("timeouts", type="filter", hook="prerouting", prio=RAW_PRIORITY, policy="accept")
     t.chain("prerouting", type="nat", hook="prerouting", prio=NAT_PRIORITY, policy="accept")
     for vt in tables:
         v = vt.virtual
-        if v.protocol in timeouts:
-            l4 = [] if v.fwmark is None else [_match(_meta("l4proto"), v.protocol)]
-            t.rule("timeouts", *_selector(v), *l4, {"ct timeout": ct_timeout_name(v.protocol)})
-        t.rule("prerouting", *_selector(v), {"jump": {"target": virtual_chain(v.name)}})
+        # first packet, entry not yet confirmed: where the kernel applies it (it skips other protocols)
+        timeout = [{"ct timeout": ct_timeout_name(v.protocol)}] if v.protocol in timeouts else []
+        t.rule("prerouting", *_selector(v), *timeout, {"jump": {"target": virtual_chain(v.name)}})
         _virtual(t, cfg, vt, None)
     return t
 

@@ -256,9 +256,23 @@ def test_ct_timeouts_only_on_request() -> None:
         "last_ack": 30,
         "time_wait": 30,
     }
-    (raw,) = [c for c in added(cmds, "chain") if c["name"] == "timeouts"]
-    assert (raw["hook"], raw["prio"]) == ("prerouting", -300)
-    assert rules(cmds, "timeouts")[0][-1] == {"ct timeout": "t-tcp"}
+    assert "timeouts" not in {c["name"] for c in added(cmds, "chain")}
+    # set by the dispatch rule: the first packet, after conntrack made the entry, before it is confirmed
+    assert rules(cmds, "prerouting")[0][-2:] == [{"ct timeout": "t-tcp"}, {"jump": {"target": "v-web"}}]
+    udp = build(
+        Config(network=NetworkMode.NAT, **cfg),
+        [table(replace(WEB, fwmark=3, protocol="udp"))],
+        ct_timeouts=True,
+    )
+    assert rules(udp, "prerouting") == [
+        [
+            {"match": {"op": "==", "left": {"meta": {"key": "mark"}}, "right": 3}},
+            {"ct timeout": "t-udp"},
+            {"jump": {"target": "v-web"}},
+        ]
+    ]
+    only_fin = build(Config(network=NetworkMode.NAT, tcpfin_timeout=20), [table(WEB)], ct_timeouts=True)
+    assert [o["name"] for o in added(only_fin, "ct timeout")] == ["t-tcp"]
 
 
 def test_names_stable_and_digested_when_not_plain() -> None:
