@@ -22,6 +22,8 @@ Layout (docs: lvs-design.md):
   (net.netfilter.nf_conntrack_tcp_timeout_established, ..._fin_wait/_close_wait/_last_ack/_time_wait,
   nf_conntrack_udp_timeout and ..._stream); turn it on where libnftables keeps the policy.
 - A fwmark virtual's backends keep the packet's destination port (``dnat to ADDR``), as IPVS does.
+- Persistence lasts ``persistent`` seconds after the client's last new connection in NAT (the nat chain
+  sees first packets only) and after its last packet in direct routing.
 """
 
 from __future__ import annotations
