@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .. import __version__
-from ..config.model import ServiceKind
+from ..config.model import Config, ServiceKind
 from ..config.summary import format_summary
 from ..daemon.shell import Options, serve
 from ..daemon.startup import AlreadyRunning, StartupError, check_host, lock_pidfile, read_heartbeat_key
@@ -186,16 +186,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_daemon(args, path)
 
 
+def lvs_can_run(cfg: Config, path: str, show_table: bool) -> bool:
+    """An LVS file this host cannot run stops start-up (file:line:col); -t prints the table it would load."""
+    from ..config.runnable import lvs_refusals
+
+    refusals = lvs_refusals(cfg)
+    for d in refusals:
+        print(str(d), file=sys.stderr)
+    if refusals:
+        return False
+    if show_table:
+        from ..core.ruleset import describe
+        from ..daemon.director import planned_commands
+
+        print(f"# the nftables table pulse loads on {path}'s active director (every real server up):")
+        print(describe(planned_commands(cfg)))
+    return True
+
+
 def run_daemon(args: argparse.Namespace, path: str) -> int:
     cfg = load_or_report(path)
     if cfg is None:
         return EXIT_CONFIG
-    if cfg.service is ServiceKind.LVS:
-        print(
-            f"{path}: service = lvs (IPVS virtual servers) is read and validated but not run by this "
-            "version of pulse; use service = fos, or Piranha's pulse for LVS",
-            file=sys.stderr,
-        )
+    if cfg.service is ServiceKind.LVS and not lvs_can_run(cfg, path, args.test_start or args.norun):
         return EXIT_CONFIG
     try:
         membership = check_host(cfg)

@@ -12,8 +12,9 @@ import math
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
+from typing import Any
 
-from ..config.model import DeviceAddress, Failover
+from ..config.model import Config, DeviceAddress, Failover
 from ..core.reload import ReloadPlan
 from ..net.arp import GarpSender, build_frames_in_child_async
 from ..net.commands import run_command
@@ -294,6 +295,10 @@ class ServiceSet:
 
     # -- reload -------------------------------------------------------------
 
+    def blocks(self, cfg: Config) -> list[Failover]:
+        """The blocks this set runs for ``cfg`` (a reload plan compares them with ``failovers``)."""
+        return list(cfg.active_failovers)
+
     @property
     def failovers(self) -> dict[str, Failover]:
         """The blocks running now, by name (what a reload plan compares the new file with)."""
@@ -316,6 +321,10 @@ class ServiceSet:
         fresh = {f.name: kept.get(f.name) or Service(f) for f in failovers if f.active}
         self.services = fresh
         return [fresh[name] for name in plan.added]
+
+    def virtual_status(self, stamp: Callable[[float | None], float | None]) -> list[dict[str, Any]]:
+        """LVS virtual servers (daemon/director.py); a FOS node has none."""
+        return []
 
     # -- probes -------------------------------------------------------------
 

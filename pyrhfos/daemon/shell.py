@@ -28,6 +28,7 @@ from ..net.state import DEFAULT_DIR, StateDir
 from ..net.vip import VipManager
 from .beatlink import BeatLink
 from .control import ControlServer, answers
+from .director import Director
 from .monitor import Monitor
 from .services import ServiceSet
 from .startup import Membership, StartupError, check_host
@@ -120,6 +121,8 @@ class Daemon:
             asyncio.create_task(self.monitor.run()),
             asyncio.create_task(self.services.prepare_frames()),
         ]
+        if isinstance(self.services, Director):
+            tasks.append(asyncio.create_task(self.services.run()))
         self.feed(c.Start())
         try:
             await self.done.wait()
@@ -301,13 +304,17 @@ class Daemon:
             message = f"{e.render(path)}; reload refused: keeping the running configuration and VIPs"
             log.error("%s", message)
             return False, message
-        todo = plan(self.services.failovers, new.active_failovers)
+        wanted = self.services.blocks(new)
+        todo = plan(self.services.failovers, wanted)
         serving = self.machine.state is State.ACTIVE
         await self.services.retire(todo.removed, serving)
         self.cfg = new
         self.link.config_changed(digest(new), new.serial_no or 0)
         self.machine.timers = timers(new, self.opts)
-        added = self.services.reconcile(todo, new.active_failovers, new.deadtime)
+        if isinstance(self.services, Director):
+            added = self.services.reconfigure(new, todo)  # the table follows in the same step
+        else:
+            added = self.services.reconcile(todo, wanted, new.deadtime)
         await self.services.prepare_frames()
         failed = await self.services.acquire(added) if serving and added else []
         message = f"reloaded {path} (serial {new.serial_no or 0}): {todo.summary()}" + (
@@ -333,7 +340,7 @@ async def serve(cfg: Config, membership: Membership, opts: Options, key: bytes |
     state = StateDir(opts.state_dir) if key is not None else None
     link = beat_link(cfg, membership, key, state, keep=not opts.test_start)
     vips = None if opts.test_start else VipManager()
-    services = ServiceSet(cfg.active_failovers, vips, cfg.deadtime, opts.command_timeout, loop.time)
+    services = make_services(cfg, vips, opts, loop.time)
     daemon = Daemon(cfg, membership, opts, link=link, services=services, clock=loop.time)
     daemon.loop = loop  # a signal before run() starts still schedules the machine's next tick
     log.addHandler(daemon.events)
@@ -387,6 +394,21 @@ async def serve(cfg: Config, membership: Membership, opts: Options, key: bytes |
         if vips is not None:
             vips.close()
         log.removeHandler(daemon.events)
+
+
+def make_services(
+    cfg: Config, vips: VipManager | None, opts: Options, clock: Callable[[], float]
+) -> ServiceSet:
+    """FOS: the failover services. LVS: a director (its table through libnftables, conntrack through
+    pyroute2; both imported only here, so a FOS node needs neither)."""
+    if cfg.service is not ServiceKind.LVS:
+        return ServiceSet(cfg.active_failovers, vips, cfg.deadtime, opts.command_timeout, clock)
+    from ..net.conntrack import ConntrackTracker
+    from ..net.nft import NftEngine
+
+    engine = None if opts.test_start else NftEngine()
+    tracker = None if opts.test_start else ConntrackTracker()
+    return Director(cfg, vips, opts.command_timeout, clock, engine=engine, tracker=tracker)
 
 
 def replay_guard(

@@ -61,6 +61,7 @@ def snapshot(
             "reason": m.reason,
             "pid": os.getpid(),
             "config": cfg.path,
+            "mode": cfg.service.value,
             "serial": cfg.serial_no,
             "hold_down": max(0.0, m.hold_until - now),
         },
@@ -90,6 +91,7 @@ def snapshot(
             }
             for s in services
         ],
+        "virtuals": services.virtual_status(stamp),
         "counters": {**counters, "activations": m.activations, "garp-sent": services.garp_sent},
         "events": [{"time": t, "level": lv, "message": msg} for t, lv, msg in events.records],
     }
@@ -107,6 +109,31 @@ def when(stamp: float | None, missing: str = "-") -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
     except (OverflowError, OSError, ValueError, TypeError):
         return "?"
+
+
+def _render_virtuals(virtuals: list[dict[str, Any]]) -> list[str]:
+    """LVS: each virtual and its real servers, in the shape of ``ipvsadm -L -n``."""
+    if not virtuals:
+        return []
+    lines = ["virtual servers:                         weight  in effect  ActiveConn InActConn  health"]
+    for v in virtuals:
+        where = f"FWM {v['fwmark']}" if v["fwmark"] else f"{v['vip']}:{v['port']}"
+        extra = f" persistent {v['persistent']}" if v["persistent"] else ""
+        state = "" if v["active"] else " (inactive)"
+        sorry = (
+            f", sorry server {v['sorry_server']}" + (" IN USE" if v["sorry_in_use"] else "")
+            if v["sorry_server"]
+            else ""
+        )
+        lines.append(f"  {v['protocol'].upper()} {where} {v['scheduler']}{extra} [{v['name']}]{state}{sorry}")
+        for s in v["servers"]:
+            effect = "-" if s["weight_in_effect"] is None else str(s["weight_in_effect"])
+            why = f" ({s['probe_reason']})" if s["probe"] == "failed" and s["probe_reason"] else ""
+            lines.append(
+                f"    -> {s['address']}:{s['port']:<6} {s['name']:<12} {s['weight']:>6}  {effect:>9}  "
+                f"{s['active_connections']:>10} {s['inactive_connections']:>9}  {s['health']}{why}"
+            )
+    return lines
 
 
 def render(status: dict[str, Any]) -> str:
@@ -128,14 +155,18 @@ def render(status: dict[str, Any]) -> str:
             lines.append(f"           last beat via {path}: {_age(info['last_beat_age'])}")
     else:
         lines.append("partner:   none (backup_active = 0)")
-    lines.append("services:")
+    lines.append("services:" if not status.get("virtuals") else "held addresses:")
     for s in status["services"]:
+        if s["port"] is None:  # an LVS director's VIP or nat_router: no service of its own to probe
+            lines.append(f"  {s['name']:<16} {s['vip']} on {s['label']}: {'HELD' if s['held'] else 'not held'}")
+            continue
         lines.append(
             f"  {s['name']:<16} {s['vip']} on {s['label']} port {s['port']}: "
             f"{'HELD' if s['held'] else 'not held'}, probe {s['probe']}"
             + (f" ({s['probe_reason']})" if s["probe_reason"] and s["probe"] != "ok" else "")
             + f", since {when(s['last_change'])}"
         )
+    lines += _render_virtuals(status.get("virtuals", []))
     counters = ", ".join(f"{k} {v}" for k, v in sorted(status["counters"].items()))
     lines.append(f"counters:  {counters or 'none'}")
     events = status.get("events", [])[-5:]

@@ -126,3 +126,14 @@ def set_sysctl(name: str, value: int | str) -> str:
     if previous != str(value):
         path.write_text(f"{value}\n")
     return previous
+
+
+class ConntrackTracker:
+    """This module's calls as the one object a director is handed (a test hands it a fake)."""
+
+    counts = staticmethod(counts)
+    flush = staticmethod(flush)
+
+    def enable_forwarding(self) -> bool:
+        """Turn IPv4 forwarding on; True when it was off (worth a log line)."""
+        return set_sysctl("net.ipv4.ip_forward", 1) != "1"

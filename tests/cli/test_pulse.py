@@ -72,11 +72,24 @@ def test_missing_file_exits_2() -> None:
     assert res.returncode == 2 and "/nonexistent/lvs.cf" in res.stderr
 
 
-def test_daemon_refuses_lvs_mode_with_clear_message(tmp_path: Path) -> None:
-    res = pulse("-n", "-c", str(ROOT / "tests" / "data" / "lvs_nat.cf"), "--pidfile", str(tmp_path / "p"))
+def test_daemon_refuses_tunnel_mode_at_its_line(tmp_path: Path) -> None:
+    """LVS runs now; network = tunnel is not built, so the daemon stops with file:line:col and exit 2."""
+    cf = tmp_path / "lvs.cf"
+    text = (ROOT / "tests" / "data" / "lvs_nat.cf").read_text()
+    cf.write_text(text.replace("network = nat", "network = tunnel"))
+    line = next(i for i, s in enumerate(cf.read_text().splitlines(), 1) if "network = tunnel" in s)
+    res = pulse("-n", "-c", str(cf), "--pidfile", str(tmp_path / "p"))
     assert res.returncode == 2
-    assert "service = lvs" in res.stderr and "not run" in res.stderr
+    assert f"{cf}:{line}:" in res.stderr and "tunnel" in res.stderr
     assert not (tmp_path / "p").exists()
+
+
+def test_test_start_prints_the_lvs_table(tmp_path: Path) -> None:
+    """pulse -t on an LVS file prints the nftables table an active director would load (before the
+    host check, which this host then fails: it is neither director of the file)."""
+    res = pulse("-t", "-n", "-c", str(ROOT / "tests" / "data" / "lvs_nat.cf"), "--pidfile", str(tmp_path / "p"))
+    assert "table ip pyrhfos" in res.stdout and "dnat to" in res.stdout
+    assert "chain prerouting" in res.stdout
 
 
 def test_daemon_refuses_bad_file_with_positions(tmp_path: Path) -> None:
