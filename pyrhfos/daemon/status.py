@@ -158,7 +158,9 @@ def render(status: dict[str, Any]) -> str:
     lines.append("services:" if not status.get("virtuals") else "held addresses:")
     for s in status["services"]:
         if s["port"] is None:  # an LVS director's VIP or nat_router: no service of its own to probe
-            lines.append(f"  {s['name']:<16} {s['vip']} on {s['label']}: {'HELD' if s['held'] else 'not held'}")
+            lines.append(
+                f"  {s['name']:<16} {s['vip']} on {s['label']}: {'HELD' if s['held'] else 'not held'}"
+            )
             continue
         lines.append(
             f"  {s['name']:<16} {s['vip']} on {s['label']} port {s['port']}: "

@@ -87,7 +87,9 @@ def test_daemon_refuses_tunnel_mode_at_its_line(tmp_path: Path) -> None:
 def test_test_start_prints_the_lvs_table(tmp_path: Path) -> None:
     """pulse -t on an LVS file prints the nftables table an active director would load (before the
     host check, which this host then fails: it is neither director of the file)."""
-    res = pulse("-t", "-n", "-c", str(ROOT / "tests" / "data" / "lvs_nat.cf"), "--pidfile", str(tmp_path / "p"))
+    res = pulse(
+        "-t", "-n", "-c", str(ROOT / "tests" / "data" / "lvs_nat.cf"), "--pidfile", str(tmp_path / "p")
+    )
     assert "table ip pyrhfos" in res.stdout and "dnat to" in res.stdout
     assert "chain prerouting" in res.stdout
 
