@@ -51,6 +51,7 @@ class Tracker(Protocol):
     ) -> dict[tuple[IPv4Address, int], tuple[int, int]]: ...
     def flush(self, address: IPv4Address, port: int, proto: str) -> int: ...
     def enable_forwarding(self) -> bool: ...
+    def set_timeouts(self, tcp: int | None, tcpfin: int | None, udp: int | None) -> list[str]: ...
 
 
 def held_blocks(cfg: Config) -> list[Failover]:
@@ -208,16 +209,25 @@ class Director(ServiceSet):
     async def acquire(self, services: Iterable[Service] | None = None) -> list[str]:
         """The table first, then the addresses: a VIP must never answer without the table behind it."""
         if services is None:
-            if (
-                self.cfg.network is NetworkMode.NAT
-                and self.tracker is not None
-                and self.tracker.enable_forwarding()
-            ):
-                log.warning("net.ipv4.ip_forward was 0: turned on (a NAT director forwards)")
             self.programmed = True
             if not self.program("taking over"):
                 return ["nftables table"]
+            self._kernel_settings()
         return await super().acquire(services)
+
+    def _kernel_settings(self) -> None:
+        """What a NAT director needs of its namespace: forwarding, and lvs.cf's connection timeouts
+        (conntrack's sysctls exist once the table has loaded nf_conntrack)."""
+        if self.cfg.network is not NetworkMode.NAT or self.tracker is None:
+            return
+        cfg = self.cfg
+        try:
+            if self.tracker.enable_forwarding():
+                log.warning("net.ipv4.ip_forward was 0: turned on (a NAT director forwards)")
+            for change in self.tracker.set_timeouts(cfg.tcp_timeout, cfg.tcpfin_timeout, cfg.udp_timeout):
+                log.info("conntrack timeout for every flow of this host: %s", change)
+        except OSError as e:
+            log.error("cannot set forwarding or conntrack timeouts: %s", e)
 
     async def release(
         self, services: Iterable[Service] | None = None, stopped: Callable[[], Awaitable[None]] | None = None

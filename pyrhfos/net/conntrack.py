@@ -134,6 +134,24 @@ class ConntrackTracker:
     counts = staticmethod(counts)
     flush = staticmethod(flush)
 
+    def set_timeouts(self, tcp: int | None, tcpfin: int | None, udp: int | None) -> list[str]:
+        """lvs.cf's tcp_timeout/tcpfin_timeout/udp_timeout as this namespace's conntrack sysctls (the
+        JSON API of Debian's libnftables 1.0.6 drops a ct timeout object's policy); what changed."""
+        wanted = {
+            "nf_conntrack_tcp_timeout_established": tcp,
+            "nf_conntrack_tcp_timeout_fin_wait": tcpfin,
+            "nf_conntrack_udp_timeout": udp,
+            "nf_conntrack_udp_timeout_stream": udp,
+        }
+        changed = []
+        for key, value in wanted.items():
+            if value is None:
+                continue
+            previous = set_sysctl(f"net.netfilter.{key}", value)
+            if previous != str(value):
+                changed.append(f"{key} {value} (was {previous})")
+        return changed
+
     def enable_forwarding(self) -> bool:
         """Turn IPv4 forwarding on; True when it was off (worth a log line)."""
         return set_sysctl("net.ipv4.ip_forward", 1) != "1"
