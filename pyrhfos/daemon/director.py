@@ -28,6 +28,7 @@ log = logging.getLogger("pulse")
 NAT_ROUTER = "nat_router"
 # Least-connection schedulers are re-weighted from live connection counts this often (at most).
 REWEIGHT_EVERY = 1.0
+ARRIVALS_PER_SERVER = 4  # arrivals assumed per re-weighting interval and server (core/scheduler.shares)
 LEAST_CONNECTION = frozenset({"wlc", "lc", "sed", "nq", "lblc", "lblcr"})
 
 
@@ -99,7 +100,9 @@ def virtual_table(
     (least-connection schedulers from the live ``active`` counts)."""
     chosen = list(in_effect)
     counts = active if v.scheduler in LEAST_CONNECTION else None
-    split = shares(v.scheduler, [(m.server, w) for m, w in chosen], counts, 1)
+    # Shares are for the arrivals until the next re-weighting: sized for one arrival, every new
+    # connection of the next second would go to the one least-loaded server (a herd).
+    split = shares(v.scheduler, [(m.server, w) for m, w in chosen], counts, ARRIVALS_PER_SERVER * len(chosen))
     return VirtualTable(
         v, tuple(Backend(m.server, m.address, m.port, split.get(m.server, 0)) for m, _ in chosen)
     )
