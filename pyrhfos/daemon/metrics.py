@@ -2,7 +2,8 @@
 
 Owns the metric families and their HTTP endpoint: one thread, a bounded number of connections, each
 bounded in time. Values are read from the daemon's status at scrape time, so nothing is counted twice;
-only the probe latency histogram is fed as probes finish.
+only the probe latency histogram is fed as probes finish. An LVS director adds one family set per
+virtual and per real server, from the status's ``virtuals`` (docs/status.md).
 """
 
 from __future__ import annotations
@@ -79,6 +80,69 @@ class StatusCollector(Collector):
         yield CounterMetricFamily(
             "pulse_activations", "times this node took the services", value=counters.get("activations", 0)
         )
+        yield from virtual_families(st.get("virtuals", []))
+
+
+def virtual_families(virtuals: list[dict[str, Any]]) -> Iterator[GaugeMetricFamily]:
+    """LVS: per virtual and per real server, the ``virtuals`` of the status (empty on a FOS node).
+
+    Every configured server has a sample in every family but the latency (none before a first probe),
+    so an alert never meets a gap: a server out of the table (down without quiesce, not probed yet,
+    inactive) has weight 0.
+    """
+    if not virtuals:
+        return
+    v_labels, s_labels = ["virtual"], ["virtual", "server"]
+    v_active = GaugeMetricFamily(
+        "pulse_virtual_active", "1 when the virtual is active in lvs.cf", labels=v_labels
+    )
+    v_up = GaugeMetricFamily(
+        "pulse_virtual_servers_up",
+        "real servers in health up (taking new connections if weight > 0)",
+        labels=v_labels,
+    )
+    v_sorry = GaugeMetricFamily(
+        "pulse_virtual_sorry_server_in_use",
+        "1 while no real server takes connections and the sorry server does",
+        labels=v_labels,
+    )
+    up = GaugeMetricFamily("pulse_real_server_up", "1 when the real server's health is up", labels=s_labels)
+    weight = GaugeMetricFamily(
+        "pulse_real_server_weight",
+        "weight in effect in the table (0: no new connection, or not in it)",
+        labels=s_labels,
+    )
+    configured = GaugeMetricFamily("pulse_real_server_configured_weight", "weight in lvs.cf", labels=s_labels)
+    conns = GaugeMetricFamily(
+        "pulse_real_server_connections",
+        "connections from conntrack: active (TCP established) and inactive (the rest), as ipvsadm counts",
+        labels=[*s_labels, "state"],
+    )
+    latency = GaugeMetricFamily(
+        "pulse_real_server_probe_latency_seconds",
+        "duration of the last probe of the real server",
+        labels=s_labels,
+    )
+    probe_ok = GaugeMetricFamily(
+        "pulse_real_server_probe_ok", "the last probe: 1 ok, 0 failed, -1 none yet", labels=s_labels
+    )
+    for v in virtuals:
+        name = v["name"]
+        servers = v["servers"]
+        v_active.add_metric([name], 1.0 if v["active"] else 0.0)
+        v_up.add_metric([name], float(sum(1 for s in servers if s["health"] == "up")))
+        v_sorry.add_metric([name], 1.0 if v["sorry_in_use"] else 0.0)
+        for s in servers:
+            key = [name, s["name"]]
+            up.add_metric(key, 1.0 if s["health"] == "up" else 0.0)
+            weight.add_metric(key, float(s["weight_in_effect"] or 0))
+            configured.add_metric(key, float(s["weight"]))
+            conns.add_metric([*key, "active"], float(s["active_connections"]))
+            conns.add_metric([*key, "inactive"], float(s["inactive_connections"]))
+            if s["probe_latency"] is not None:
+                latency.add_metric(key, float(s["probe_latency"]))
+            probe_ok.add_metric(key, {"ok": 1.0, "failed": 0.0}.get(s["probe"], -1.0))
+    yield from (v_active, v_up, v_sorry, up, weight, configured, conns, latency, probe_ok)
 
 
 class Metrics:
