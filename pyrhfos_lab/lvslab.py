@@ -204,7 +204,7 @@ def _open_held(host: str, port: int, timeout: float) -> Held:
 # -- the real servers' service ---------------------------------------------------------------------
 def _handle_tcp(conn: socket.socket, name: str) -> None:
     """Name first (so a bare connect learns it), then one command line: HOLD echoes lines until EOF,
-    PING answers ``PONG <name>``; anything else (EOF, an HTTP request) ends the connection."""
+    PING answers ``PONG <name>``, ``GET ...`` an HTTP/1.0 200; anything else (EOF) ends the connection."""
     with conn:
         try:
             conn.settimeout(10)  # a silent client is dropped; a held one has said HOLD by then
@@ -219,6 +219,8 @@ def _handle_tcp(conn: socket.socket, name: str) -> None:
                 return
             if cmd == b"PING":
                 conn.sendall(f"PONG {name}\n".encode())
+            elif cmd.startswith(b"GET "):  # an HTTP probe (the Piranha example's expect = "HTTP")
+                conn.sendall(f"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n{name}\n".encode())
             # Drain before closing so an unread request never turns our FIN into an RST.
             conn.shutdown(socket.SHUT_WR)
             conn.settimeout(2)
@@ -684,12 +686,16 @@ class LvsLab:
         self._held.append(held)
         return held
 
-    # -- teardown --------------------------------------------------------------------------------
-    def close(self) -> None:
-        """Close held connections, stop the services and pulses we started; tear down our own Lab."""
+    def close_held(self) -> None:
+        """Close every connection hold() opened (a test's own, before the next test on this lab)."""
         for held in self._held:
             held.close()
         self._held.clear()
+
+    # -- teardown --------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close held connections, stop the services and pulses we started; tear down our own Lab."""
+        self.close_held()
         for service in self._services.values():
             stop_process(service.proc, grace=2.0)
         pulse = getattr(self, "pulse", None)
