@@ -1,5 +1,5 @@
 """piranha-gui: the app factory (cookies, CSRF, security headers) and the command line; the pages
-are in auth.py, control.py and views.py, all under /piranha (Flask, served by waitress).
+are in auth.py, control.py, views.py and virtuals.py, all under /piranha (Flask, served by waitress).
 
 Security rules, from Piranha's history: no default password (CVE-2000-0248: nobody gets in until
 ``piranha-passwd`` has set one); nothing from a form reaches a shell (CVE-2000-0322: control actions run
@@ -31,7 +31,7 @@ from waitress.server import BaseWSGIServer, create_server
 
 from ..daemon import status
 from ..defaults import CONFIG_PATHS, SOCKET
-from . import auth, passwd, views
+from . import auth, passwd, views, virtuals
 from . import control as _control  # noqa: F401  # imported for its routes on bp
 from .common import DEFAULT_INITSCRIPT, MAX_BODY, PREFIX, Settings, bp
 
@@ -54,12 +54,7 @@ SERVER_LIMITS: dict[str, Any] = {
 }
 
 csrf = CSRFProtect()
-NAV = (
-    ("control", "CONTROL/MONITORING"),
-    ("global_settings", "GLOBAL SETTINGS"),
-    ("redundancy", "REDUNDANCY"),
-    ("failovers", "FAILOVER SERVICES"),
-)
+NAV = virtuals.NAV_FOS
 
 
 def create_app(
@@ -110,7 +105,7 @@ def create_app(
 
     @app.context_processor
     def globals_for_templates() -> dict[str, Any]:
-        return {"nav": NAV, "logged_in": "user" in session, "settings": settings}
+        return {"nav": virtuals.nav(), "logged_in": "user" in session, "settings": settings}
 
     app.jinja_env.filters["when"] = when_ago
     return app

@@ -26,7 +26,8 @@ from typing import Any
 from ..config import ConfigError, Diagnostic, load, loads, write
 from ..config.grammar import Value
 from ..config.keys import BY_SECTION, BadValue, escape, unescape
-from ..config.model import Config, DeviceAddress, Failover
+from ..config.model import Config, DeviceAddress, Failover, ServiceKind
+from ..config.runnable import check_diagnostics
 from ..fileutil import BACKUP_STAMP, atomic_write, locked
 
 FORBIDDEN = set('\n\r{}"\x00')  # in fields that are not quoted free text (names, addresses, numbers)
@@ -348,19 +349,26 @@ class Proposal:
 
 
 def propose(
-    current: Current, new_cfg: Config, summary: str, fields: tuple[str, ...] = (), block: str | None = None
+    current: Current,
+    new_cfg: Config,
+    summary: str,
+    fields: tuple[str, ...] = (),
+    block: str | tuple[str, ...] | None = None,
 ) -> Proposal:
     """Serial bumped, written by the writer, read back by the reader; FieldErrors when it does not pass.
 
-    ``fields``/``block``: the form's fields and the failover block it edits, to place the errors.
+    ``fields``/``block``: the form's fields and the block it edits (map_diagnostics), to place the errors.
+    An LVS file's proposal also carries what ``pulse --check`` warns this host would run otherwise.
     """
     assert current.cfg is not None
     new_cfg = dataclasses.replace(new_cfg, serial_no=(current.cfg.serial_no or 0) + 1)
     text = write(new_cfg)
     try:
-        _, warnings = loads(text, str(current.path))
+        back, warnings = loads(text, str(current.path))
     except ConfigError as e:
         raise FieldErrors(map_diagnostics(text, e.diagnostics, fields, block)) from None
+    if back.service is ServiceKind.LVS:
+        warnings = sorted([*warnings, *check_diagnostics(back)], key=lambda d: (d.line, d.col))
     diff = list(
         difflib.unified_diff(
             # "\n" only, as the reader counts lines: splitlines() would also break at U+2028 or U+0085.
@@ -390,12 +398,14 @@ def propose(
 
 
 def map_diagnostics(
-    text: str, diags: list[Diagnostic], fields: tuple[str, ...], block: str | None = None
+    text: str, diags: list[Diagnostic], fields: tuple[str, ...], block: str | tuple[str, ...] | None = None
 ) -> dict[str, str]:
     """Put each reader error next to the form field it is about, by the key on its line, else at top.
 
-    ``block``: the failover block the form edits (its keys map to the form's fields).
+    ``block``: the failover or virtual block the form edits (its keys map to the form's fields), or
+    (virtual, server) for a real server's form; None for the global settings.
     """
+    where = block if isinstance(block, tuple) else (block,) if block else ()
     lines = text.split("\n")
     out: dict[str, str] = {}
 
@@ -409,7 +419,7 @@ def map_diagnostics(
         key = m.group(1) if m else None
         if key == "address" and "vip" in fields:
             key = "vip"
-        in_right_block = _block_of(lines, d.line) == block
+        in_right_block = _block_of(lines, d.line) == where
         if key in fields and in_right_block:
             target = key
         else:
@@ -420,15 +430,17 @@ def map_diagnostics(
     return out
 
 
-def _block_of(lines: list[str], lineno: int) -> str | None:
-    """The failover block name a 1-based line is in (or heads), None for the global settings."""
-    for i in range(min(lineno, len(lines)) - 1, -1, -1):
-        m = re.match(r"(failover|virtual)\s+(\S+)\s*\{", lines[i])
+def _block_of(lines: list[str], lineno: int) -> tuple[str, ...]:
+    """The names of the blocks a 1-based line is in (or heads): () for the global settings,
+    ("web",) in failover or virtual web, ("web", "rs1") in its server rs1."""
+    path: list[str] = []
+    for i in range(min(lineno, len(lines))):
+        m = re.match(r"\s*(failover|virtual|server)\s+(\S+)\s*\{", lines[i])
         if m:
-            return m.group(2)
-        if lines[i].startswith("}") and i != lineno - 1:
-            return None
-    return None
+            path.append(m.group(2))
+        elif lines[i].strip() == "}" and i != lineno - 1 and path:  # a closing line is in its block
+            path.pop()
+    return tuple(path)
 
 
 def misread(text: str, data: bytes) -> str | None:

@@ -14,7 +14,8 @@ from typing import Any
 
 from flask import abort, redirect, render_template, request, session, url_for
 
-from . import audit, edits
+from ..config.model import Config, ServiceKind
+from . import audit, edits, lvsedits
 from .auth import login_required
 from .common import bp, ext, settings
 
@@ -67,12 +68,24 @@ def _propose(current: edits.Current, build: Callable[[], Any], summary: str, **k
     return redirect(url_for("piranha.confirm", token=token)), {}
 
 
-def _settings_page(template: str, title: str, fields: tuple[str, ...], editor: Callable[..., Any]) -> Any:
+def _settings_page(
+    template: str,
+    title: str,
+    fields: tuple[str, ...],
+    editor: Callable[..., Any],
+    lvs_fields: tuple[str, ...] = (),
+    lvs_editor: Callable[..., Any] | None = None,
+) -> Any:
+    """``lvs_fields``/``lvs_editor``: more fields (lvsedits.py) shown and edited when service = lvs."""
     current, problem = _current_or_problem()
     if problem:
         return problem
     assert current.cfg is not None
     values, errors, status = edits.form_values(current.cfg, fields), {}, 200
+    lvs = current.cfg.service is ServiceKind.LVS and lvs_editor is not None
+    if lvs:
+        values |= lvsedits.lvs_global_form(current.cfg)
+        fields, editor = fields + lvs_fields, _both(editor, lvs_editor)
     if request.method == "POST":
         values = {k: request.form.get(k, "") for k in fields}
         done, errors = _propose(
@@ -81,13 +94,35 @@ def _settings_page(template: str, title: str, fields: tuple[str, ...], editor: C
         if done is not None:
             return done
         status = 422
-    return render_template(template, title=title, values=values, errors=errors, current=current), status
+    return render_template(
+        template, title=title, values=values, errors=errors, current=current, lvs=lvs
+    ), status
+
+
+def _both(first: Callable[..., Any], then: Callable[..., Any] | None) -> Callable[..., Any]:
+    """An editor applying ``first`` then ``then``, their field errors reported together."""
+
+    def edit(cfg: Config, data: Any) -> Config:
+        errors: dict[str, str] = {}
+        for step in (first, then):
+            try:
+                cfg = step(cfg, data) if step else cfg
+            except edits.FieldErrors as e:
+                errors |= e.errors
+        if errors:
+            raise edits.FieldErrors(errors)
+        return cfg
+
+    return edit
 
 
 @bp.route("/global", methods=["GET", "POST"])
 @login_required
 def global_settings() -> Any:
-    return _settings_page("global.html", "Global settings", edits.GLOBAL_FIELDS, edits.edit_global)
+    return _settings_page(
+        "global.html", "Global settings", edits.GLOBAL_FIELDS, edits.edit_global,
+        lvsedits.LVS_GLOBAL_FIELDS, lvsedits.edit_lvs_global,
+    )  # fmt: skip
 
 
 @bp.route("/redundancy", methods=["GET", "POST"])
