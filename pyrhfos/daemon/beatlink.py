@@ -149,11 +149,14 @@ class BeatLink:
         match = beat.digest == self.digest
         if match != self.config_match:  # one line per change, not per beat
             if not match:
+                # Equal serials with different content: an edit that did not bump serial_no.
+                same = " (same serial_no, different content)" if beat.serial == self.serial else ""
                 log.warning(
-                    "config mismatch: partner's lvs.cf (serial %d) differs from ours (serial %d); "
+                    "config mismatch: partner's lvs.cf (serial %d) differs from ours (serial %d)%s; "
                     "copy the same file to both nodes (pulse sync)",
                     beat.serial,
                     self.serial,
+                    same,
                 )
             elif self.config_match is False:
                 log.info("config match: partner's lvs.cf (serial %d) is now the same as ours", beat.serial)
