@@ -94,12 +94,6 @@ def lvs_warnings(cfg: Config) -> list[Diagnostic]:
 
     active = _active_virtuals(cfg)
     g = cfg.positions
-    if cfg.syncdaemon:
-        warn(
-            _pos(g, "syncdaemon"),
-            "'syncdaemon = 1': connection sync to the backup director is not built (no IPVS sync daemon):"
-            " after a failover established connections are reset and clients reconnect",
-        )
     if cfg.hard_shutdown:
         warn(_pos(g, "hard_shutdown"), "'hard_shutdown = 1': power-switch fencing is not supported: ignored")
     if cfg.reservation_conflict_action != "nothing":

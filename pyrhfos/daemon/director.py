@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Any, Protocol
@@ -35,7 +35,7 @@ LEAST_CONNECTION = frozenset({"wlc", "lc", "sed", "nq", "lblc", "lblcr"})
 class Engine(Protocol):
     """What the director needs of net/nft.NftEngine (a fake in tests)."""
 
-    def replace(self, commands: list[dict[str, Any]]) -> None: ...
+    def replace(self, commands: Sequence[dict[str, Any]]) -> object: ...
     def remove(self) -> bool: ...
     def set_sizes(self) -> dict[str, int]: ...
 
@@ -53,6 +53,16 @@ class Tracker(Protocol):
     def flush(self, address: IPv4Address, port: int, proto: str) -> int: ...
     def enable_forwarding(self) -> bool: ...
     def set_timeouts(self, tcp: int | None, tcpfin: int | None, udp: int | None) -> list[str]: ...
+
+
+class Sync(Protocol):
+    """What the director needs of net/conntrackd.ConntrackdProcess (syncdaemon = 1; a fake in tests)."""
+
+    def start(self) -> None: ...
+    async def takeover(self) -> None: ...
+    async def standby(self) -> None: ...
+    def close(self) -> None: ...
+    def status(self) -> dict[str, Any]: ...
 
 
 def held_blocks(cfg: Config) -> list[Failover]:
@@ -129,12 +139,14 @@ class Director(ServiceSet):
         engine: Engine | None,
         tracker: Tracker | None,
         prober: Callable[[Virtual, str, int], Awaitable[ProbeResult]] = probe_server,
+        sync: Sync | None = None,
     ) -> None:
         super().__init__(held_blocks(cfg), vips, cfg.deadtime, command_timeout, now)
         self.cfg = cfg
         self.engine = engine  # None: -t/--test-start, the table is only logged
         self.tracker = tracker
         self.prober = prober
+        self.sync = sync  # conntrackd (syncdaemon = 1): the partner's connections, committed on takeover
         self.nanny = Nanny(members(cfg))
         self.programmed = False  # the table is ours to keep up to date (between acquire and release)
         self.probed: dict[tuple[str, str], Probed] = {}
@@ -156,7 +168,9 @@ class Director(ServiceSet):
         out = []
         for v in active_virtuals(self.cfg):
             in_effect = self.nanny.in_effect(v.name)
-            active = {m.server: self.counts.get((v.name, m.server), (0, 0))[0] for m, _ in in_effect}
+            # A UDP flow is never ESTABLISHED: its load is every entry (IPVS counts UDP as inactive).
+            load = (lambda c: c[0]) if v.protocol == "tcp" else (lambda c: c[0] + c[1])
+            active = {m.server: load(self.counts.get((v.name, m.server), (0, 0))) for m, _ in in_effect}
             table = virtual_table(v, in_effect, active)
             self.shares[v.name] = {b.name: b.share for b in table.backends}
             out.append(table)
@@ -208,10 +222,19 @@ class Director(ServiceSet):
         super().clear_stale()
         if self.engine is not None and self.engine.remove():
             log.warning("removed the nftables table left by an earlier run")
+        if self.sync is not None:
+            self.sync.start()  # on both nodes: the standby must be receiving before it takes over
+
+    def close(self) -> None:
+        super().close()
+        if self.sync is not None:
+            self.sync.close()
 
     async def acquire(self, services: Iterable[Service] | None = None) -> list[str]:
         """The table first, then the addresses: a VIP must never answer without the table behind it."""
         if services is None:
+            if self.sync is not None:
+                await self.sync.takeover()  # synced connections into the kernel before table and VIPs
             self.programmed = True
             if not self.program("taking over"):
                 return ["nftables table"]
@@ -239,6 +262,8 @@ class Director(ServiceSet):
         await super().release(services, stopped)
         if services is None:
             self.unprogram()
+            if self.sync is not None:
+                await self.sync.standby()
 
     async def probe_all(self) -> list[tuple[Service, ProbeResult]]:
         return []  # the held addresses carry no service of their own: real servers are probed in run()
@@ -381,6 +406,10 @@ class Director(ServiceSet):
             self.program(f"least-connection re-weighting of {', '.join(moved)}")
 
     # -- status -------------------------------------------------------------------
+
+    def sync_status(self) -> dict[str, Any] | None:
+        """The connection sync daemon's state for pulse status; None without syncdaemon = 1."""
+        return None if self.sync is None else self.sync.status()
 
     def virtual_status(self, stamp: Callable[[float | None], float | None]) -> list[dict[str, Any]]:
         """Each virtual and its real servers, like ``ipvsadm -L -n`` (schema in docs/status.md)."""

@@ -340,7 +340,7 @@ async def serve(cfg: Config, membership: Membership, opts: Options, key: bytes |
     state = StateDir(opts.state_dir) if key is not None else None
     link = beat_link(cfg, membership, key, state, keep=not opts.test_start)
     vips = None if opts.test_start else VipManager()
-    services = make_services(cfg, vips, opts, loop.time)
+    services = make_services(cfg, vips, opts, loop.time, membership)
     daemon = Daemon(cfg, membership, opts, link=link, services=services, clock=loop.time)
     daemon.loop = loop  # a signal before run() starts still schedules the machine's next tick
     log.addHandler(daemon.events)
@@ -397,10 +397,15 @@ async def serve(cfg: Config, membership: Membership, opts: Options, key: bytes |
 
 
 def make_services(
-    cfg: Config, vips: VipManager | None, opts: Options, clock: Callable[[], float]
+    cfg: Config,
+    vips: VipManager | None,
+    opts: Options,
+    clock: Callable[[], float],
+    membership: Membership | None = None,
 ) -> ServiceSet:
     """FOS: the failover services. LVS: a director (its table through libnftables, conntrack through
-    pyroute2; both imported only here, so a FOS node needs neither)."""
+    pyroute2; both imported only here, so a FOS node needs neither), with conntrackd when
+    syncdaemon = 1 (its files in the state directory)."""
     if cfg.service is not ServiceKind.LVS:
         return ServiceSet(cfg.active_failovers, vips, cfg.deadtime, opts.command_timeout, clock)
     from ..net.conntrack import ConntrackTracker
@@ -408,7 +413,15 @@ def make_services(
 
     engine = None if opts.test_start else NftEngine()
     tracker = None if opts.test_start else ConntrackTracker()
-    return Director(cfg, vips, opts.command_timeout, clock, engine=engine, tracker=tracker)
+    sync = None
+    if cfg.syncdaemon and membership is not None and not opts.test_start:
+        from ..net.conntrackd import SyncConfigError, for_director
+
+        try:
+            sync = for_director(cfg, membership.role, opts.state_dir)
+        except SyncConfigError as e:  # pulse runs; connections are not synced, and the log says why
+            log.error("syncdaemon = 1: connection sync not started: %s", e)
+    return Director(cfg, vips, opts.command_timeout, clock, engine=engine, tracker=tracker, sync=sync)
 
 
 def replay_guard(

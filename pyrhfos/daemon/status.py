@@ -92,9 +92,30 @@ def snapshot(
             for s in services
         ],
         "virtuals": services.virtual_status(stamp),
+        "sync": _sync_status(services),
         "counters": {**counters, "activations": m.activations, "garp-sent": services.garp_sent},
         "events": [{"time": t, "level": lv, "message": msg} for t, lv, msg in events.records],
     }
+
+
+def _sync_status(services: ServiceSet) -> dict[str, Any] | None:
+    """The director's connection sync daemon (syncdaemon = 1), or None (FOS, or no sync)."""
+    sync_status = getattr(services, "sync_status", None)  # only a Director has one
+    return None if sync_status is None else sync_status()
+
+
+def _render_sync(sync: dict[str, Any] | None) -> list[str]:
+    if not sync:
+        return []
+    if sync["running"]:
+        state = f"running, pid {sync['pid']}"
+    else:
+        state = "NOT RUNNING (connections are not synced)"
+    line = f"sync:      {sync['daemon']} {state}, to {sync['peer']} port {sync['port']}"
+    line += f", restarts {sync['restarts']}"
+    if sync["last_error"]:
+        line += f"\n           last error {when(sync['last_error_time'])}: {sync['last_error']}"
+    return [line]
 
 
 def _age(seconds: float | None) -> str:
@@ -169,6 +190,7 @@ def render(status: dict[str, Any]) -> str:
             + f", since {when(s['last_change'])}"
         )
     lines += _render_virtuals(status.get("virtuals", []))
+    lines += _render_sync(status.get("sync"))
     counters = ", ".join(f"{k} {v}" for k, v in sorted(status["counters"].items()))
     lines.append(f"counters:  {counters or 'none'}")
     events = status.get("events", [])[-5:]

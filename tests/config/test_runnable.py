@@ -126,12 +126,12 @@ def test_a_virtual_without_port_or_fwmark_gets_port_80() -> None:
     assert load(HEAD + fwmark) == ([], [])
 
 
-def test_syncdaemon_and_other_unbuilt_globals() -> None:
+def test_syncdaemon_runs_and_other_unbuilt_globals_warn() -> None:
     text = HEAD + "syncdaemon = 1\nhard_shutdown = 1\nreservation_conflict_action = preempt\n" + WEB
     refusals, warnings = load(text)
     assert refusals == []
-    assert [(w.line, w.col) for w in warnings] == [(7, 14), (8, 17), (9, 31)]
-    assert "connection sync" in warnings[0].message and "reset" in warnings[0].message
+    # syncdaemon = 1 runs conntrackd (net/conntrackd.py): no warning for it since issue 16.
+    assert [(w.line, w.col) for w in warnings] == [(8, 17), (9, 31)]
     assert load(HEAD + "syncdaemon = 0\n" + WEB) == ([], [])
 
 
@@ -180,5 +180,5 @@ def test_diagnostics_are_sorted_and_say_file_line_col() -> None:
         + WEB.replace("scheduler = wlc", "scheduler = lblc")
     )
     shown = check_diagnostics(loads(text, "/etc/sysconfig/ha/lvs.cf")[0])
-    assert [(d.line, d.severity) for d in shown] == [(5, "warning"), (7, "warning"), (12, "warning")]
+    assert [(d.line, d.severity) for d in shown] == [(5, "warning"), (12, "warning")]
     assert str(shown[0]).startswith("/etc/sysconfig/ha/lvs.cf:5:11: warning: ")
