@@ -51,7 +51,7 @@ bench: $(STAMP) host-deps venv-nftables
 
 # The browser tests, keeping their screenshots in docs/screenshots/ (shown in the README).
 screenshots: $(STAMP) host-deps
-	PYRHFOS_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/lab/test_web_browser.py
+	PYRHFOS_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/lab/test_web_browser.py tests/lab/test_web_browser_lvs.py
 
 lint: $(STAMP) venv-nftables
 	$(BIN)/ruff check pyrhfos pyrhfos_lab tests bench

@@ -86,7 +86,10 @@ def server_form(**changes: str) -> dict[str, str]:
 STATUS: dict[str, Any] = {
     "node": {"state": "active", "role": "primary", "since": 1.0, "reason": "r", "pid": 7, "mode": "lvs"},
     "partner": {"state": "standby", "alive": True, "paths": {}},
-    "services": [],
+    "services": [
+        {"name": "vip 192.0.2.100", "vip": "192.0.2.100", "label": "eth0:1", "port": None, "held": True,
+         "probe": "unknown", "probe_reason": None, "probe_latency": None, "last_change": 1.0},
+    ],
     "counters": {},
     "events": [],
     "virtuals": [
@@ -431,6 +434,9 @@ def test_monitoring_shows_routing_table(env: dict[str, Any], running: None) -> N
     assert "<td>-</td>" in web2 and "down (connection refused)" in web2
     assert "TCP 192.0.2.100:80 wlc" in table and "sorry server 198.51.100.250" in table
     assert "persistent 300" in table and "inactive" in table
+    # The addresses a director holds have no port and no probe of their own (docs/status.md).
+    held = page[page.index('id="services"') :].split("</table>")[0]
+    assert "192.0.2.100 eth0:1</td>" in held and "None" not in held and "real servers" in held
 
 
 def test_monitoring_without_virtuals_has_no_routing_table(env: dict[str, Any], monkeypatch: Any) -> None:
