@@ -32,7 +32,8 @@ def answer(actions: list[ev.Action]) -> ev.Answer:
 
 def active_primary(partner: State = State.STANDBY, hold: bool = False) -> Cluster:
     c = Cluster(Role.PRIMARY, TIMERS, ("peer",))
-    c.handle(ev.Start(), 0.0)
+    c.handle(ev.Start(), -0.6)  # the partner is heard standby for two beat intervals first ([T6])
+    c.handle(ev.BeatReceived("peer", State.STANDBY), -0.5)
     c.handle(ev.BeatReceived("peer", State.STANDBY), 0.1)
     c.handle(ev.AcquireDone(), 0.2)
     c.handle(ev.BeatReceived("peer", partner, hold=hold), 0.3)

@@ -46,6 +46,8 @@ def control(r: Rig, command: str) -> dict[str, Any]:
 def active_primary(r: Rig) -> Rig:
     r.daemon.feed(Start())
     hear(r, State.STANDBY)
+    r.clock.now += 2 * r.daemon.machine.timers.beat_interval  # a STANDBY is believed 2 intervals on
+    hear(r, State.STANDBY)
     r.daemon.feed(AcquireDone())
     assert r.daemon.machine.state is State.ACTIVE
     return r

@@ -4,6 +4,7 @@ each says what the daemon must do; each fails on the code before its fix."""
 from __future__ import annotations
 
 import pytest
+from search import Fault, Schedule, broken, execute
 from simrig import config, unheld
 
 from pyrhfos.core.vocab import Role
@@ -98,3 +99,50 @@ def test_item_10_path_skew_during_a_service_failure_neither_flaps_nor_drops_the_
     assert activations(world, "backup") == 1
     assert world.holders() == {"web1": ("backup",)}
     assert unheld(world.records, "web1", 5.5, 60.0) < 0.01
+
+
+# The long search's last case (PYRHFOS_SEARCH=200: seed 62 at keepalive 1, seed 64 at 0.1), as it
+# printed the shrunk schedules: a primary restarted while the backup takes over (on its LEAVING, or on
+# its silence after a crash) first hears, on the slower path, a STANDBY beat the backup sent before;
+# taken at its word, the primary took the services and web1 ran on both nodes during the backup's
+# stop_cmd.
+LAST_CASE = {
+    "seed 62, restart after a planned stop": (
+        (1.0, 3.0),
+        Schedule(
+            seed=62,
+            faults=(Fault(39.441, "stop", Role.PRIMARY, 1.203),),
+            start_seconds=0.0,
+            stop_seconds=4.5,
+            calm=40.645,
+            delay=(0.001, 0.5),
+        ),
+    ),
+    "seed 64, restart after a crash": (
+        (0.1, 0.3),
+        Schedule(
+            seed=64,
+            faults=(
+                Fault(2.595, "one-way", Role.PRIMARY, 0.503),
+                Fault(3.953, "crash", Role.PRIMARY, 0.394),
+            ),
+            start_seconds=0.01,
+            stop_seconds=0.0,
+            calm=4.348,
+            delay=(0.2, 0.001),
+            jitter=0.03,
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("timing,schedule", LAST_CASE.values(), ids=LAST_CASE.keys())
+def test_a_restarted_primary_does_not_act_on_a_delayed_standby_beat(
+    timing: tuple[float, float], schedule: Schedule
+) -> None:
+    cfg = config(*timing)
+    world = execute(schedule, cfg)
+    restart = schedule.faults[-1].at  # before it, seed 64's one-way partition rightly made two holders
+    assert [(start, end) for start, end in world.both_running("web1") if start > restart] == []
+    assert broken(schedule, cfg, world) is None
+    assert world.holders() == {"web1": ("backup",)}  # the returning primary stays standby

@@ -82,7 +82,8 @@ def test_cli_prints_state_changes_and_holders(tmp_path: Path, capsys: pytest.Cap
     assert main(["simulate", "-c", str(CONF), str(timeline)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "primary starting -> active: partner is standby: the primary takes the services" in lines[1]
-    assert lines[2].split() == ["0.001", "vip", "web1", "192.168.2.11:", "primary"]
+    # The primary believes the backup's STANDBY two beat intervals (2 x 0.8 s) after its first beat.
+    assert lines[2].split() == ["1.601", "vip", "web1", "192.168.2.11:", "primary"]
     # lvs.cf.example: keepalive 2, deadtime 10: deadtime after a beat within the last keepalive.
     takeover = next(line for line in lines if "backup standby -> active" in line)
     assert 38.0 < float(takeover.split()[0]) <= 40.01
