@@ -49,6 +49,20 @@ bench: $(STAMP) host-deps venv-nftables
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet 'matplotlib>=3.6'
 	$(BIN)/python bench/failover.py
 
+# The LVS director's benchmarks (bench/lvs_*.py, each under 3 min): ruleset load time, a dead real
+# server out of rotation, director failover beside keepalived, requests through the director, wlc
+# quality. Each rewrites its own block of bench/RESULTS.md's LVS section.
+.PHONY: bench-lvs
+bench-lvs: $(STAMP) host-deps venv-nftables
+	command -v keepalived >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y keepalived)
+	$(BIN)/python bench/lvs_load.py
+	$(BIN)/python bench/lvs_dead.py
+	$(BIN)/python bench/lvs_failover.py --faults linkdown
+	$(BIN)/python bench/lvs_failover.py --faults kill9
+	$(BIN)/python bench/lvs_failover.py --faults linkdown --modes direct
+	$(BIN)/python bench/lvs_rps.py
+	$(BIN)/python bench/lvs_wlc.py
+
 # The browser tests, keeping their screenshots in docs/screenshots/ (shown in the README).
 screenshots: $(STAMP) host-deps
 	PYRHFOS_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/lab/test_web_browser.py tests/lab/test_web_browser_lvs.py

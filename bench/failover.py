@@ -676,7 +676,10 @@ def write_markdown(results: dict[str, Any], png: str | None, args: argparse.Name
     ]
     if errors:
         lines += ["## Runs that failed (daemon logs in the JSON)", "", *errors, ""]
-    (HERE / "RESULTS.md").write_text("\n".join(lines))
+    # bench/lvs_*.py keep their own section at the end: it stays as it is.
+    previous = (HERE / "RESULTS.md").read_text() if (HERE / "RESULTS.md").exists() else ""
+    lvs = previous.find("\n## LVS mode (issue 15)")
+    (HERE / "RESULTS.md").write_text("\n".join(lines) + (previous[lvs:] if lvs >= 0 else ""))
 
 
 # -- main ---------------------------------------------------------------------------------------------
