@@ -93,6 +93,15 @@ class TakeoverRequest:
     failing: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class LinkChanged:
+    """A watched interface (one carrying a held address) gained or lost its link: a node whose VIP or
+    nat_router interface has no link cannot serve, and must not hold the other addresses either."""
+
+    interface: str
+    up: bool
+
+
 Event = (
     Start
     | Tick
@@ -105,6 +114,7 @@ Event = (
     | PartnerServiceFailed
     | ReleaseRequest
     | TakeoverRequest
+    | LinkChanged
 )
 
 # -- actions ----------------------------------------------------------------

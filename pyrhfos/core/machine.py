@@ -19,6 +19,7 @@ from .events import (
     BeatReceived,
     Event,
     Exit,
+    LinkChanged,
     LocalServiceFailed,
     Notice,
     PartnerServiceFailed,
@@ -126,6 +127,8 @@ class Cluster:
         self.release_holds = False  # this release is for a failure: hold down from its end too
         self.last_now: float | None = None
         self.activations = 0  # times this node took the services
+        self.links_down: set[str] = set()  # watched interfaces without link: this node cannot serve
+        self.link_released = False  # the last release was for a link (a solo node comes back by itself)
 
     # -- queries ------------------------------------------------------------
 
@@ -135,6 +138,13 @@ class Cluster:
 
     def in_holddown(self, now: float) -> bool:
         return now < self.hold_until
+
+    def candidate(self, now: float) -> bool:
+        """May this node take the services? Not in hold-down, and every watched link up."""
+        return not self.in_holddown(now) and not self.links_down
+
+    def _links_reason(self) -> str:
+        return f"link {', '.join(sorted(self.links_down))} down"
 
     def renews_lease(self) -> bool:
         """Whether the VIPs' kernel lease is pushed ahead now: while they are meant to be held, that is
@@ -217,6 +227,15 @@ class Cluster:
             event = Tick()
         if isinstance(event, BeatReceived):
             self._learn(event, now)
+        elif isinstance(event, LinkChanged):  # [T39] learnt in every state; what it means is per state
+            if event.up:
+                if event.interface in self.links_down:
+                    # Cut off, we heard nothing: give the partner one deadtime to be heard
+                    # before its silence counts (it has most likely taken over meanwhile).
+                    self.silence_base = now
+                self.links_down.discard(event.interface)
+            else:
+                self.links_down.add(event.interface)
         elif isinstance(event, Stop):
             self.stopping = True
         on_event = {
@@ -283,6 +302,9 @@ class Cluster:
     def _starting_conditions(self, now: float, out: list[Action]) -> None:
         if self.started_at is None:
             return
+        if self.links_down:  # [T40] a node that cannot serve does not listen for its chance
+            self._set(State.STANDBY, now, f"{self._links_reason()}: not a candidate", out)
+            return
         p = self.partner
         if p.state in ACTIVE_STATES:  # [T4]
             self._set(State.STANDBY, now, "partner is already active", out)
@@ -320,7 +342,11 @@ class Cluster:
                 self._finish(now, out, reason)
 
     def _standby_conditions(self, now: float, out: list[Action]) -> None:
+        if self.links_down:  # [T40] whatever the partner does: this node cannot serve
+            return
         if self.solo:
+            if self.link_released:  # [T41] nobody else can serve: back as soon as the links are
+                self._activate(now, "links up again (no backup node)", out)
             return
         p = self.partner
         if self.want_takeover is not None:
@@ -372,6 +398,11 @@ class Cluster:
             case AcquireDone(ok=False, reason=reason):  # [T23]
                 self.hold_until = now + self.timers.holddown
                 self._release(now, f"start failed: {reason}", out)
+            case LinkChanged(up=False, interface=name):  # [T39]
+                # A director cut off from one network must not keep the other's addresses (two
+                # gateways for the real servers): give up everything; the partner takes over.
+                self.link_released = True
+                self._release(now, f"link {name} down: releasing every address", out)
             case LocalServiceFailed(name=name, reason=reason):
                 p_ok = self.partner_alive(now) and self.partner.state is State.STANDBY
                 if p_ok and not self.partner.hold:  # [T24]
@@ -431,6 +462,8 @@ class Cluster:
         """Why this standby node must not take over now, or None."""
         if not self.partner_alive(now):  # [A5]
             return "refused: the partner is not heard; this node takes over by itself"
+        if self.links_down:  # [A7]
+            return f"refused: {self._links_reason()} here"
         if event.failing:  # [A6]
             return f"refused: services failing here: {', '.join(event.failing)}"
         return None
@@ -461,6 +494,7 @@ class Cluster:
 
     def _activate(self, now: float, reason: str, out: list[Action]) -> None:
         self.want_takeover = None
+        self.link_released = False
         self.lease_lapsed = False
         self.activations += 1
         self.partner.gave_up = False
@@ -496,7 +530,7 @@ class Cluster:
                 SendBeat(
                     self.state,
                     stopme=self.want_takeover is not None,
-                    hold=self.in_holddown(now),
+                    hold=not self.candidate(now),  # hold-down or a link down: not a candidate
                 )
             )
             self.next_beat = now + self.timers.beat_interval

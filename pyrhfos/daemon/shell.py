@@ -110,6 +110,11 @@ class Daemon:
         self.done = asyncio.Event()
         self.loop: asyncio.AbstractEventLoop | None = None  # set by run(); no timers without it
         self.events = RecentEvents()
+        # LVS always (a director cut off from one network must not hold the other's addresses);
+        # FOS with monitor_links = 1.
+        self.watching_links = watch_links(cfg)
+        self.link_task: asyncio.Task[None] | None = None
+        self.links: dict[str, bool] = {}  # watched interface -> has link, for pulse status
 
     # -- life cycle ---------------------------------------------------------
 
@@ -123,15 +128,45 @@ class Daemon:
         ]
         if isinstance(self.services, Director):
             tasks.append(asyncio.create_task(self.services.run()))
+        if self.watching_links:
+            self.restart_link_watch()
         self.feed(c.Start())
         try:
             await self.done.wait()
         finally:
             for task in tasks:
                 task.cancel()
+            if self.link_task is not None:
+                self.link_task.cancel()
             if self.timer is not None:
                 self.timer.cancel()
         return 0
+
+    def restart_link_watch(self) -> None:
+        """Watch the interfaces of the held addresses (again, after a reload changed them); one no
+        longer watched no longer stops this node from serving."""
+        if self.link_task is not None:
+            self.link_task.cancel()
+            self.link_task = None
+        wanted = sorted({s.address.interface for s in self.services}) if self.watching_links else []
+        for name in [n for n in self.links if n not in wanted]:
+            if not self.links.pop(name):
+                self.feed(c.LinkChanged(name, True))
+        if wanted:
+            self.link_task = asyncio.get_running_loop().create_task(self._watch_links(wanted))
+
+    async def _watch_links(self, interfaces: list[str]) -> None:
+        from ..net.links import LinkWatcher
+
+        def report(name: str, up: bool) -> None:
+            self.links[name] = up
+            log.log(logging.INFO if up else logging.WARNING, "link %s %s", name, "up" if up else "DOWN")
+            self.feed(c.LinkChanged(name, up))
+
+        try:
+            await LinkWatcher(interfaces, report).run()
+        except OSError as e:  # netlink refused: say so, failover still works on beats
+            log.error("cannot watch links %s: %s", ", ".join(interfaces), e)
 
     # -- events in ----------------------------------------------------------
 
@@ -276,6 +311,7 @@ class Daemon:
             services=self.services,
             link=self.link,
             counters=self.counters,
+            links=self.links,
             events=self.events,
             now=self.clock(),
             wall=time.time(),
@@ -317,6 +353,9 @@ class Daemon:
             added = self.services.reconcile(todo, wanted, new.deadtime)
         await self.services.prepare_frames()
         failed = await self.services.acquire(added) if serving and added else []
+        self.watching_links = watch_links(new)
+        if self.loop is not None:
+            self.restart_link_watch()
         message = f"reloaded {path} (serial {new.serial_no or 0}): {todo.summary()}" + (
             f"; start_cmd failed for {', '.join(failed)}" if failed else ""
         )
@@ -394,6 +433,10 @@ async def serve(cfg: Config, membership: Membership, opts: Options, key: bytes |
         if vips is not None:
             vips.close()
         log.removeHandler(daemon.events)
+
+
+def watch_links(cfg: Config) -> bool:
+    return cfg.service is ServiceKind.LVS or cfg.monitor_links
 
 
 def make_services(

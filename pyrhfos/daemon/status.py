@@ -42,6 +42,7 @@ def snapshot(
     link: BeatLink,
     counters: Mapping[str, int],
     events: RecentEvents,
+    links: Mapping[str, bool] | None = None,
     now: float,
     wall: float,
 ) -> dict[str, Any]:
@@ -64,6 +65,7 @@ def snapshot(
             "mode": cfg.service.value,
             "serial": cfg.serial_no,
             "hold_down": max(0.0, m.hold_until - now),
+            "links": dict(links or {}),  # watched interface -> has link (LVS, or monitor_links = 1)
         },
         "partner": {
             "addresses": [str(a) for a in membership.partner_paths],
@@ -164,6 +166,10 @@ def render(status: dict[str, Any]) -> str:
         f"this node: {node['role']}, {node['state'].upper()} since {when(node['since'])} ({node['reason']})",
         f"           pid {node['pid']}, {node['config']} (serial {node['serial']})",
     ]
+    down = [name for name, up in node.get("links", {}).items() if not up]
+    if node.get("links"):
+        state = f"DOWN: {', '.join(down)} (this node cannot serve)" if down else "all up"
+        lines.append(f"           links {', '.join(node['links'])}: {state}")
     if partner["addresses"]:
         match = {True: "same lvs.cf", False: "DIFFERENT lvs.cf", None: "lvs.cf not compared"}[
             partner["config_match"]

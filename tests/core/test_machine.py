@@ -19,6 +19,7 @@ from pyrhfos.core.events import (
     Announce,
     BeatReceived,
     Exit,
+    LinkChanged,
     LocalServiceFailed,
     PartnerServiceFailed,
     Release,
@@ -744,3 +745,54 @@ def test_a_slower_paths_older_beat_proves_the_path_but_changes_nothing() -> None
     out = c.handle(BeatReceived("peer", State.ACTIVE, news=False), 1.06)
     assert c.state is State.ACTIVE and Release not in kinds(out)
     assert c.partner.last_heard["peer"] == 1.06 and c.partner.left
+
+
+# -- links (T39-T41) ---------------------------------------------------------
+
+
+@row("T39")
+def test_active_node_that_loses_a_link_releases_everything_and_says_it_cannot_serve() -> None:
+    c = active_primary()
+    out = c.handle(LinkChanged("eth0", False), 1.0)
+    assert c.state is State.RELEASING and Release in kinds(out)
+    c.handle(ReleaseDone(), 1.1)
+    assert c.state is State.STANDBY
+    assert beats(c.handle(Tick(), 2.0))[-1].hold, "the partner must not wait for us"
+
+
+@row("T40")
+def test_node_without_link_never_takes_over_and_waits_a_deadtime_after_it_returns() -> None:
+    c = standby_backup()
+    c.handle(LinkChanged("eth0", False), 0.5)
+    for t in range(1, 20):  # the primary falls silent: still no takeover
+        c.handle(Tick(), float(t))
+    assert c.state is State.STANDBY and c.activations == 0
+    c.handle(LinkChanged("eth0", True), 20.0)
+    assert c.state is State.STANDBY, "the partner gets one deadtime to be heard first"
+    c.handle(Tick(), 20.0 + TIMERS.deadtime / 2)
+    assert c.state is State.STANDBY
+    c.handle(Tick(), 20.0 + TIMERS.deadtime + 0.01)
+    assert c.state is State.ACTIVE
+
+
+@row("T40")
+def test_starting_primary_without_link_stands_by() -> None:
+    c = node()
+    c.handle(Start(), 0.0)
+    c.handle(LinkChanged("eth0", False), 0.01)
+    assert c.state is State.STANDBY and "eth0 down" in c.reason
+    for t in range(1, 10):
+        c.handle(Tick(), float(t))
+    assert c.state is State.STANDBY
+
+
+@row("T41")
+def test_solo_node_comes_back_when_its_link_does() -> None:
+    c = node(solo=True)
+    c.handle(Start(), 0.0)
+    c.handle(AcquireDone(), 0.1)
+    c.handle(LinkChanged("eth0", False), 1.0)
+    c.handle(ReleaseDone(), 1.1)
+    assert c.state is State.STANDBY
+    out = c.handle(LinkChanged("eth0", True), 2.0)
+    assert c.state is State.ACTIVE and Acquire in kinds(out)

@@ -162,3 +162,12 @@ def test_a_stopped_node_still_answers() -> None:
     assert c.state is State.STOPPED
     assert answer(c.handle(ev.ReleaseRequest(), 0.6)).message == "this node is stopped, not active"
     assert answer(c.handle(ev.TakeoverRequest(), 0.6)).message == "this node is stopped, not standby"
+
+
+@row("A7")
+def test_takeover_is_refused_while_a_link_is_down_here() -> None:
+    c = standby_backup()
+    c.handle(ev.LinkChanged("eth0", False), 0.2)
+    reply = answer(c.handle(ev.TakeoverRequest("administrator"), 0.3))
+    assert not reply.ok and reply.message == "refused: link eth0 down here"
+    assert c.state is State.STANDBY and c.want_takeover is None
