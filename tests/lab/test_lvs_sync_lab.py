@@ -10,6 +10,8 @@ a session survives with sh (the same hash on both directors) and not with rr (xf
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -276,5 +278,42 @@ def test_direct_routing_session_across_the_failover(direct_lab: LvsLab, schedule
         print(f"direct routing, {scheduler}: the session was on {session.held.name}")
         assert session.error is None, f"the session ended: {session.error}"
         assert session.lines_in_order() and len(session.echoed) == len(session.sent)
+    finally:
+        pair.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_killed_conntrackd_is_restarted_and_shown_without_a_failover(nat_lab: LvsLab) -> None:
+    pair = SyncPair(nat_lab)
+    try:
+        pair.start(sync=True)
+        before = pair.status("primary")["sync"]
+        os.kill(before["pid"], signal.SIGKILL)  # the conntrackd pulse started (its pid from status)
+        poll(lambda: (pair.status("primary")["sync"]["restarts"] or 0) >= 1, 10, "conntrackd restarted")
+        poll(lambda: pair.status("primary")["sync"]["running"], 10, "conntrackd running again")
+        after = pair.status("primary")
+        assert after["sync"]["pid"] != before["pid"]
+        assert "killed by signal 9" in after["sync"]["last_error"]
+        assert after["node"]["state"] == "active" and nat_lab.holds("primary", VIP), "no failover for it"
+        text = nat_lab.pulse.ask("primary", "status").stdout
+        assert "restarts 1" in text and "last error" in text
+    finally:
+        pair.stop()
+
+
+def test_pulse_killed_takes_its_conntrackd_with_it(nat_lab: LvsLab) -> None:
+    pair = SyncPair(nat_lab)
+    try:
+        pair.start(sync=True)
+        pid = pair.status("backup")["sync"]["pid"]
+        nat_lab.pulse.kill("backup")  # SIGKILL: no clean-up code of pulse runs
+        poll(lambda: not _alive(pid), 5, f"conntrackd {pid} gone with its pulse (PR_SET_PDEATHSIG)")
     finally:
         pair.stop()
