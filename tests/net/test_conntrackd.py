@@ -158,7 +158,7 @@ class Rig:
             settings(nat_cfg(), Role.BACKUP, tmp),
             tmp / "conntrackd.conf",
             runner=self.run,
-            spawn=self.spawn,
+            spawn=self.spawn,  # type: ignore[arg-type]  # a fake Popen
             sysctl=self.sysctl,
         )
 
@@ -303,7 +303,7 @@ def test_spawn_failure_is_an_error_in_status_not_an_exception(tmp_path: Path) ->
     def broken(argv: list[str], **kw: Any) -> FakeChild:
         raise FileNotFoundError(2, "No such file or directory", "conntrackd")
 
-    rig.proc.spawn = broken
+    rig.proc.spawn = broken  # type: ignore[assignment]
 
     async def go() -> None:
         rig.proc.start()

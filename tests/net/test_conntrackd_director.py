@@ -59,7 +59,7 @@ class FakeEngine:
     def __init__(self, log: list[str]) -> None:
         self.log = log
 
-    def replace(self, commands: list[dict[str, Any]]) -> None:
+    def replace(self, commands: Any) -> None:
         self.log.append("table")
 
     def remove(self) -> bool:
@@ -108,9 +108,8 @@ class FakeSync:
 
 
 def director(log: list[str], sync: FakeSync | None) -> Director:
-    d = Director(
-        config(), FakeVips(log), 1.0, time.monotonic, engine=FakeEngine(log), tracker=None, sync=sync
-    )  # type: ignore[arg-type]
+    fakes: Any = (FakeVips(log), FakeEngine(log))  # recordings, not the net/ classes
+    d = Director(config(), fakes[0], 1.0, time.monotonic, engine=fakes[1], tracker=None, sync=sync)
     d.announce = lambda services=None: 0  # type: ignore[method-assign]  # no ARP frames on fakes
     return d
 
