@@ -366,8 +366,13 @@ class Cluster:
                 last = p.last()
                 silent = now - (last if last is not None else self.started_at or now)
                 self._activate(now, f"no heartbeat from partner for {silent:.2f} s", out)
-        elif p.state in ACTIVE_STATES or p.stopme or self.in_holddown(now):  # [T17]
+        elif p.state in ACTIVE_STATES or p.stopme:  # [T17]
             return
+        elif self.in_holddown(now):
+            if p.state is State.STANDBY and p.hold and self.role is Role.PRIMARY:  # [T42]
+                # Hold-down keeps services from ping-ponging; it must never leave them with nobody.
+                self._activate(now, "both nodes in hold-down: the primary serves rather than nobody", out)
+            return  # [T17]
         elif p.state is State.STANDBY and self.role is Role.PRIMARY:  # [T11]
             self._activate(now, "no active node: the primary takes the services", out)
         elif p.state is State.STANDBY and p.gave_up:  # [T12]

@@ -796,3 +796,23 @@ def test_solo_node_comes_back_when_its_link_does() -> None:
     assert c.state is State.STANDBY
     out = c.handle(LinkChanged("eth0", True), 2.0)
     assert c.state is State.ACTIVE and Acquire in kinds(out)
+
+
+@row("T42")
+def test_primary_serves_when_both_nodes_are_in_hold_down() -> None:
+    c = active_primary()
+    c.handle(beat(State.STANDBY), 0.5)
+    c.handle(LocalServiceFailed("web", "refused"), 1.0)  # T24: released, held down
+    c.handle(ReleaseDone(), 1.1)
+    assert c.state is State.STANDBY and c.in_holddown(1.2)
+    c.handle(beat(State.STANDBY, hold=False), 1.2)
+    assert c.state is State.STANDBY, "the partner can serve: hold-down keeps us out"
+    out = c.handle(beat(State.STANDBY, hold=True), 1.3)  # it cannot either
+    assert c.state is State.ACTIVE and Acquire in kinds(out)
+
+
+def test_backup_in_hold_down_still_waits_for_a_primary_in_hold_down() -> None:
+    c = standby_backup()
+    c.hold_until = 100.0
+    c.handle(beat(State.STANDBY, hold=True), 0.5)
+    assert c.state is State.STANDBY, "only the primary breaks the tie"

@@ -4,7 +4,7 @@ each says what the daemon must do; each fails on the code before its fix."""
 from __future__ import annotations
 
 import pytest
-from search import Fault, Schedule, broken, execute
+from search import Fault, Schedule, broken, execute, generate
 from simrig import config, unheld
 
 from pyrhfos.core.vocab import Role
@@ -146,3 +146,13 @@ def test_a_restarted_primary_does_not_act_on_a_delayed_standby_beat(
     assert [(start, end) for start, end in world.both_running("web1") if start > restart] == []
     assert broken(schedule, cfg, world) is None
     assert world.holders() == {"web1": ("backup",)}  # the returning primary stays standby
+
+
+@pytest.mark.parametrize("timing", [(1.0, 3.0), (0.1, 0.3)], ids=["keepalive 1", "keepalive 0.1"])
+def test_both_nodes_in_hold_down_do_not_leave_the_service_with_nobody(timing: tuple[float, float]) -> None:
+    """PYRHFOS_SEARCH=1000, path-skew seed 930 ([T42]): the primary released late on a STOPME delayed
+    2 s (T22, hold-down), the backup took over and released on the primary's 2 s old ACTIVE beat (T20,
+    hold-down), and both stood by in hold-down with nobody holding the VIP for reentry (180 s)."""
+    cfg = config(*timing)
+    schedule = generate(930, cfg, skew=True)
+    assert broken(schedule, cfg, execute(schedule, cfg)) is None
