@@ -19,6 +19,10 @@ RESTART_ONLY = (
     "backup_active",
     "heartbeat_port",
     "heartbeat_key",
+    # conntrackd's configuration is written and the daemon started once, at start.
+    "syncdaemon",
+    "syncd_iface",
+    "syncd_id",
 )
 
 

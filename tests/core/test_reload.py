@@ -28,6 +28,9 @@ def test_nothing_needs_a_restart_for_timers_or_services() -> None:
         ("backup_active", False),
         ("heartbeat_port", 540),
         ("heartbeat_key", "/etc/sysconfig/ha/pulse.key"),
+        ("syncdaemon", True),
+        ("syncd_iface", "eth2"),
+        ("syncd_id", 7),
     ],
 )
 def test_each_restart_only_key_is_refused(key: str, value: object) -> None:
