@@ -1,5 +1,5 @@
 """The LVS director's nftables ruleset: config model + backends in effect -> libnftables JSON commands.
-Pure: builds the whole of our table(s) as data (``build``) and renders it as nft-like text (``describe``).
+Pure: builds the whole of our table(s) as data (``build``); core/nftext.py writes it in nft syntax.
 
 Layout (docs: lvs-design.md):
 - ``network = nat``: ``table ip pyrhfos``; chain ``prerouting`` (nat, dstnat) jumps per virtual (VIP +
@@ -8,8 +8,21 @@ Layout (docs: lvs-design.md):
   vmap, ranges as wide as ``Backend.share``) to ``b-NAME-SERVER``, which refreshes its persistence set and
   ``dnat``s. Conntrack keeps the choice for the rest of the connection.
 - ``network = direct``: ``table netdev pyrhfos``, one ingress chain ``in-DEV`` per VIP device. netdev has
-  no conntrack, so each backend also has a pin set keyed on ``ip saddr . th sport``, looked up first for
-  every packet and refreshed by every packet; the backend chain ends in ``fwd ip to ADDR device DEV``.
+  no conntrack, so every packet looks its flow up in the virtual's one pin map ``pin-NAME``
+  (``ip saddr . th sport : mark``, the backend's id): ``meta mark set <flow> map @pin-NAME`` (a miss ends
+  that rule), then ``meta mark vmap @ids-NAME`` (id -> goto ``b-NAME-SERVER``), then persistence
+  (``per-NAME``, ``ip saddr & pmask : mark``, the same two steps), then the scheduler. Two lookups per
+  packet whatever the number of servers. The backend chain refreshes the maps with its constant id and
+  ends in ``fwd ip to ADDR device DEV``. The mark is a scratch register here: the packet is forwarded
+  out at once and never enters the IP stack (a fwmark virtual was already matched by its mark).
+  ``update`` of an element that exists only refreshes its timeout, keeping the id it holds: so only
+  the elements whose id is a backend of the new table may be carried over a swap (``live_ids``);
+  those of a server that left the table go, and its clients are scheduled afresh.
+  A backend's id comes from its name (``backend_ids``), not its position: a reload that reorders the
+  servers keeps the pins right.
+- Loading: libnftables' JSON parser has no map update statement before nftables 1.0.9 (Debian's is
+  1.0.6), so on such a library ``script`` (core/nftext.py) writes the same commands one per line in
+  nft's syntax (one ``cmd`` call, one transaction; every string checked against a plain-token pattern).
 - Conntrack timeouts (NAT), with ``build(..., ct_timeouts=True)``: ``tcp_timeout``/``tcpfin_timeout``/
   ``udp_timeout`` become ``ct timeout`` objects set by the virtual's dispatch rule in ``prerouting``.
   Checked on this kernel: the kernel applies a ct timeout only to an entry that exists and is not yet
@@ -17,10 +30,11 @@ Layout (docs: lvs-design.md):
   place, a raw-priority chain is not (it loads and does nothing). The kernel takes them (loaded with
   nft's text parser in a namespace, conntrack -L shows the timeout), but Debian's libnftables 1.0.6 JSON
   parser drops a ct timeout's ``policy`` (upstream fix "parser_json: Wrong check in
-  json_parse_ct_timeout_policy()", not in 1.0.6), so through JSON the object loads empty. TODO: hence
-  the default False; on 1.0.6 the director sets these as its namespace's sysctls
+  json_parse_ct_timeout_policy()", not in 1.0.6), so through JSON the object loads empty. On 1.0.6 the
+  engine now loads through the text parser (see Loading), which keeps it (tests/net/test_nft_lab.py).
+  The default is still False: the director sets these as its namespace's sysctls
   (net.netfilter.nf_conntrack_tcp_timeout_established, ..._fin_wait/_close_wait/_last_ack/_time_wait,
-  nf_conntrack_udp_timeout and ..._stream); turn it on where libnftables keeps the policy.
+  nf_conntrack_udp_timeout and ..._stream); turning it on is the director's choice.
 - A fwmark virtual's backends keep the packet's destination port (``dnat to ADDR``), as IPVS does.
 - Persistence lasts ``persistent`` seconds after the client's last new connection in NAT (the nat chain
   sees first packets only) and after its last packet in direct routing.
@@ -36,6 +50,8 @@ from ipaddress import IPv4Address
 from typing import Any
 
 from ..config.model import Config, NetworkMode, Server, Virtual
+from .nftext import describe as describe  # pulse -t's text, and nft's syntax for
+from .nftext import script as script  # the transaction: core/nftext.py
 
 TABLE = "pyrhfos"  # the one table name, in family ip (NAT) and/or netdev (direct routing)
 FAMILIES = ("ip", "netdev")
@@ -47,6 +63,7 @@ INGRESS_PRIORITY = 0
 NUMGEN_SCHEDULERS = frozenset({"rr", "wrr", "wlc", "lc", "sed", "nq", "lblc", "lblcr"})
 _PLAIN = re.compile(r"[A-Za-z0-9_]{1,40}")
 _ALL_ONES = IPv4Address("255.255.255.255")
+_ID_SPAN = 2**32 - 1  # backend ids are marks; 0 is the unmarked packet
 Json = dict[str, Any]
 
 
@@ -89,13 +106,45 @@ def backend_chain(virtual: str, server: str) -> str:
 
 
 def persist_set(virtual: str, server: str) -> str:
-    """The dynamic set of (masked) client addresses persistent to this backend."""
+    """NAT: the dynamic set of (masked) client addresses persistent to this backend. Direct routing:
+    the name under which ``NftEngine.set_sizes`` counts this backend's clients in ``persist_map``."""
     return f"per-{_part(virtual)}-{_part(server)}"
 
 
 def pin_set(virtual: str, server: str) -> str:
-    """Direct routing: the dynamic set of ``client . source port`` flows pinned to this backend."""
+    """Direct routing: the name under which ``NftEngine.set_sizes`` counts the flows pinned to this
+    backend (they live in the virtual's ``pin_map``)."""
     return f"pin-{_part(virtual)}-{_part(server)}"
+
+
+def pin_map(virtual: str) -> str:
+    """Direct routing: the virtual's dynamic map ``client . source port -> backend id``."""
+    return f"pin-{_part(virtual)}"
+
+
+def persist_map(virtual: str) -> str:
+    """Direct routing: the virtual's dynamic map ``(masked) client -> backend id`` (persistence)."""
+    return f"per-{_part(virtual)}"
+
+
+def id_map(virtual: str) -> str:
+    """Direct routing: the virtual's verdict map ``backend id -> goto backend chain``."""
+    return f"ids-{_part(virtual)}"
+
+
+def backend_ids(servers: Iterable[str]) -> dict[str, int]:
+    """server name -> its id (a mark, 1 .. 2**32-1) within one virtual: a digest of the name, so the id
+    does not depend on the servers' order or number; the rare collision moves the later name (in
+    sorted order) to the next free id."""
+    ids: dict[str, int] = {}
+    taken: set[int] = set()
+    for name in sorted(set(servers)):
+        n = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big") % _ID_SPAN + 1
+        while n in taken:
+            n = n % _ID_SPAN + 1
+        ids[name] = n
+        taken.add(n)
+    return ids
 
 
 def ingress_chain(device: str) -> str:
@@ -170,12 +219,14 @@ def _ranges(v: Virtual, backends: Sequence[Backend]) -> tuple[int, list[list[Any
 
 # -- the builder --------------------------------------------------------------------------------------------
 class _Table:
-    """Collects one family's objects in load order: timeouts, sets, chains, then rules."""
+    """Collects one family's objects in load order: timeouts and sets, chains, verdict maps (their
+    elements name chains), then rules."""
 
     def __init__(self, family: str) -> None:
         self.family = family
         self.objects: list[Json] = []
         self.chains: list[Json] = []
+        self.vmaps: list[Json] = []
         self.rules: list[Json] = []
 
     def _ref(self) -> Json:
@@ -188,6 +239,17 @@ class _Table:
         body = {**self._ref(), "name": name, "type": type_, "flags": ["timeout"], "timeout": timeout}
         self.objects.append({"add": {"set": body}})
 
+    def dynamic_map(self, name: str, type_: str | list[str], timeout: int) -> None:
+        """key -> backend id (a mark), filled by the packets; no size: an explicit one makes the kernel
+        allocate (and, at the next swap, free) a bucket table that large, which costs milliseconds
+        per map, so nft's default (65535 elements) holds."""
+        body = {**self._ref(), "name": name, "type": type_, "map": "mark", "flags": ["timeout"]}
+        self.objects.append({"add": {"map": body | {"timeout": timeout}}})
+
+    def verdict_map(self, name: str, elems: list[list[Any]]) -> None:
+        body = {**self._ref(), "name": name, "type": "mark", "map": "verdict", "elem": elems}
+        self.vmaps.append({"add": {"map": body}})
+
     def ct_timeout(self, name: str, protocol: str, policy: dict[str, int]) -> None:
         body = {**self._ref(), "name": name, "protocol": protocol, "l3proto": "ip", "policy": policy}
         self.objects.append({"add": {"ct timeout": body}})
@@ -197,7 +259,7 @@ class _Table:
 
     def commands(self) -> list[Json]:
         head = {"add": {"table": {"family": self.family, "name": TABLE}}}
-        return [head, *self.objects, *self.chains, *self.rules]
+        return [head, *self.objects, *self.chains, *self.vmaps, *self.rules]
 
 
 def _ct_timeouts(cfg: Config) -> dict[str, dict[str, int]]:
@@ -221,19 +283,15 @@ def ct_timeout_name(protocol: str) -> str:
 
 
 def _virtual(t: _Table, cfg: Config, vt: VirtualTable, device: str | None) -> None:
-    """The virtual's chain and one chain (and dynamic sets) per backend."""
+    """The virtual's chain and one chain per backend (NAT: and its persistence set)."""
     v = vt.virtual
     chain = virtual_chain(v.name)
     t.chain(chain)
     for b in vt.backends:
         t.chain(backend_chain(v.name, b.name))
-    pin_timeout = (cfg.udp_timeout or PIN_UDP) if v.protocol == "udp" else (cfg.tcp_timeout or PIN_TCP)
-    if device is not None:  # direct routing: the flow's pin decides first, for every packet
-        for b in vt.backends:
-            name = pin_set(v.name, b.name)
-            t.dynamic_set(name, ["ipv4_addr", "inet_service"], pin_timeout)
-            t.rule(chain, _match(_flow(), f"@{name}"), {"goto": {"target": backend_chain(v.name, b.name)}})
-    if v.persistent:
+    if device is not None and vt.backends:
+        _pinned(t, cfg, vt)
+    if device is None and v.persistent:
         for b in vt.backends:
             name = persist_set(v.name, b.name)
             t.dynamic_set(name, "ipv4_addr", v.persistent)
@@ -245,14 +303,44 @@ def _virtual(t: _Table, cfg: Config, vt: VirtualTable, device: str | None) -> No
     elif v.sorry_server is not None:
         t.rule(chain, *_deliver(v, v.sorry_server, v.port, device))
     # else: nothing matches; the packet reaches the director itself, which answers with a reset.
+    ids = backend_ids(b.name for b in vt.backends)
     for b in vt.backends:
         bchain = backend_chain(v.name, b.name)
-        if device is not None:  # an update of its own: a full set must not stop the forward
-            t.rule(bchain, {"set": {"op": "update", "elem": _flow(), "set": f"@{pin_set(v.name, b.name)}"}})
-        if v.persistent:
+        if device is not None:  # updates of their own: a full map must not stop the forward
+            t.rule(bchain, _map_update(_flow(), ids[b.name], pin_map(v.name)))
+            if v.persistent:
+                t.rule(bchain, _map_update(_source(v.pmask), ids[b.name], persist_map(v.name)))
+        elif v.persistent:
             elem = _source(v.pmask)
             t.rule(bchain, {"set": {"op": "update", "elem": elem, "set": f"@{persist_set(v.name, b.name)}"}})
         t.rule(bchain, *_deliver(v, b.address, b.port, device))
+
+
+def _pinned(t: _Table, cfg: Config, vt: VirtualTable) -> None:
+    """Direct routing: the pin (then persistence) lookup, each one map lookup and one id dispatch, in
+    one rule, so a miss ends the rule before the dispatch reads a mark the lookup did not set."""
+    v = vt.virtual
+    ids = backend_ids(b.name for b in vt.backends)
+    t.verdict_map(
+        id_map(v.name),
+        [[ids[b.name], {"goto": {"target": backend_chain(v.name, b.name)}}] for b in vt.backends],
+    )
+    dispatch = {"vmap": {"key": _meta("mark"), "data": f"@{id_map(v.name)}"}}
+    pin_timeout = (cfg.udp_timeout or PIN_UDP) if v.protocol == "udp" else (cfg.tcp_timeout or PIN_TCP)
+    t.dynamic_map(pin_map(v.name), ["ipv4_addr", "inet_service"], pin_timeout)
+    t.rule(virtual_chain(v.name), _set_mark(_flow(), pin_map(v.name)), dispatch)
+    if v.persistent:
+        t.dynamic_map(persist_map(v.name), "ipv4_addr", v.persistent)
+        t.rule(virtual_chain(v.name), _set_mark(_source(v.pmask), persist_map(v.name)), dispatch)
+
+
+def _set_mark(key: Json, map_name: str) -> Json:
+    return {"mangle": {"key": _meta("mark"), "value": {"map": {"key": key, "data": f"@{map_name}"}}}}
+
+
+def _map_update(key: Json, backend_id: int, map_name: str) -> Json:
+    """libnftables' JSON map statement (nftables >= 1.0.9; ``script`` writes it for older ones)."""
+    return {"map": {"op": "update", "elem": key, "data": backend_id, "map": f"@{map_name}"}}
 
 
 def _deliver(v: Virtual, address: IPv4Address, port: int, device: str | None) -> list[Json]:
@@ -318,102 +406,49 @@ def build(cfg: Config, tables: Sequence[VirtualTable], *, ct_timeouts: bool = Fa
 
 
 def dynamic_sets(commands: Iterable[dict[str, Any]]) -> dict[tuple[str, str], Json]:
-    """(family, set name) -> the set's body, for every set with timeouts the commands add."""
+    """(family, name) -> the body, for every set or map with timeouts the commands add."""
     found: dict[tuple[str, str], Json] = {}
     for cmd in commands:
-        body = cmd.get("add", {}).get("set")
+        add = cmd.get("add", {})
+        body = add.get("set") or add.get("map")
         if body and body.get("table") == TABLE and "timeout" in body.get("flags", ()):
             found[(body["family"], body["name"])] = body
     return found
 
 
-# -- nft-like text (pulse -t): read from the JSON, never loaded --------------------------------------------
-def _expr(e: Any) -> str:
-    if not isinstance(e, dict):
-        return str(e)
-    (kind, val), *_ = e.items()
-    if kind == "match":
-        op = "" if val["op"] == "==" else f"{val['op']} "
-        return f"{_expr(val['left'])} {op}{_expr(val['right'])}"
-    if kind == "payload":
-        return f"{val['protocol']} {val['field']}"
-    if kind == "meta":
-        return f"meta {val['key']}"
-    if kind == "&":
-        return " & ".join(_expr(x) for x in val)
-    if kind == "concat":
-        return " . ".join(_expr(x) for x in val)
-    if kind == "range":
-        return f"{val[0]}-{val[1]}"
-    if kind in ("goto", "jump"):
-        return f"{kind} {val['target']}"
-    if kind == "numgen":
-        offset = f" offset {val['offset']}" if val.get("offset") else ""
-        return f"numgen {val['mode']} mod {val['mod']}{offset}"
-    if kind == "jhash":
-        return f"jhash {_expr(val['expr'])} mod {val['mod']} seed {val.get('seed', 0):#x}"
-    if kind == "vmap":
-        entries = ", ".join(f"{_expr(k)} : {_expr(d)}" for k, d in val["data"]["set"])
-        return f"{_expr(val['key'])} vmap {{ {entries} }}"
-    if kind == "dnat":
-        port = f":{val['port']}" if "port" in val else ""
-        return f"dnat to {val['addr']}{port}"
-    if kind == "fwd":
-        return f'fwd {val.get("family", "ip")} to {val["addr"]} device "{val["dev"]}"'
-    if kind == "set":
-        return f"{val['op']} {val['set']} {{ {_expr(val['elem'])} }}"
-    if kind == "ct timeout":
-        return f'ct timeout set "{val}"'
-    if kind == "elem":
-        timeout = f" timeout {val['timeout']}s" if "timeout" in val else ""
-        return f"{_expr(val['val'])}{timeout}"
-    return f"{kind} {val}"
-
-
-def _chain_head(c: Json) -> list[str]:
-    if "hook" not in c:
-        return []
-    dev = f' device "{c["dev"]}"' if "dev" in c else ""
-    policy = c.get("policy", "accept")
-    return [f"type {c['type']} hook {c['hook']}{dev} priority {c['prio']}; policy {policy};"]
-
-
-def describe(commands: Sequence[dict[str, Any]]) -> str:
-    """The tables the commands add, as nft-like text (deletes are the swap idiom and not shown)."""
-    tables: dict[tuple[str, str], dict[str, dict[str, list[str]]]] = {}
+def live_ids(commands: Iterable[dict[str, Any]]) -> dict[tuple[str, str], frozenset[int]]:
+    """(family, map name) -> the backend ids that the commands' rules write into that dynamic map: the
+    only values worth carrying over (an element holding another id would point at no backend)."""
+    found: dict[tuple[str, str], set[int]] = {}
     for cmd in commands:
-        if "delete" in cmd and "table" in cmd["delete"]:
-            gone = cmd["delete"]["table"]
-            tables.pop((gone["family"], gone["name"]), None)
-        if "add" not in cmd:
+        body = cmd.get("add", {}).get("rule")
+        if not body or body.get("table") != TABLE:
             continue
-        (kind, body), *_ = cmd["add"].items()
-        if kind == "table":
-            tables.setdefault((body["family"], body["name"]), {"ct timeout": {}, "set": {}, "chain": {}})
+        for e in body["expr"]:
+            update = e.get("map") if isinstance(e, dict) else None
+            if update and "op" in update:
+                found.setdefault((body["family"], update["map"].lstrip("@")), set()).add(update["data"])
+    return {k: frozenset(v) for k, v in found.items()}
+
+
+def backend_counts(maps: Iterable[Json]) -> dict[str, int]:
+    """From listed maps (libnftables JSON, elements included): elements per backend of each dynamic
+    id map, named ``pin_set``/``persist_set`` style (``pin-V-S``, ``per-V-S``), every backend of the
+    virtual's id map counted (0 if none)."""
+    maps = list(maps)
+    chains: dict[str, dict[int, str]] = {}  # id map name -> id -> backend chain
+    for m in maps:
+        if m.get("map") == "verdict" and m["name"].startswith("ids-"):
+            chains[m["name"]] = {k: d["goto"]["target"] for k, d in m.get("elem", ()) if "goto" in d}
+    out: dict[str, int] = {}
+    for m in maps:
+        prefix, _, virtual = m["name"].partition("-")
+        if m.get("map") != "mark" or prefix not in ("pin", "per"):
             continue
-        parts = tables.setdefault((body["family"], body["table"]), {"ct timeout": {}, "set": {}, "chain": {}})
-        if kind == "ct timeout":
-            policy = ", ".join(f"{k} : {v}" for k, v in body["policy"].items())
-            lines = [f"protocol {body['protocol']}", f"l3proto {body['l3proto']}", f"policy = {{ {policy} }}"]
-            parts["ct timeout"][body["name"]] = lines
-        elif kind == "set":
-            type_ = body["type"] if isinstance(body["type"], str) else " . ".join(body["type"])
-            lines = [f"type {type_}", f"flags {','.join(body.get('flags', ()))}"]
-            if "timeout" in body:
-                lines.append(f"timeout {body['timeout']}s")
-            parts["set"][body["name"]] = lines
-        elif kind == "element":
-            elems = ", ".join(_expr(e) for e in body["elem"])
-            parts["set"].setdefault(body["name"], []).append(f"elements = {{ {elems} }}")
-        elif kind == "chain":
-            parts["chain"][body["name"]] = _chain_head(body)
-        elif kind == "rule":
-            parts["chain"].setdefault(body["chain"], []).append(" ".join(_expr(e) for e in body["expr"]))
-    out: list[str] = []
-    for (family, name), parts in tables.items():
-        out.append(f"table {family} {name} {{")
-        blocks = [(f"{kind} {n}", lines) for kind, objs in parts.items() for n, lines in objs.items()]
-        for i, (head, lines) in enumerate(blocks):
-            out += ([""] if i else []) + [f"\t{head} {{", *(f"\t\t{line}" for line in lines), "\t}"]
-        out.append("}")
-    return "\n".join(out) + ("\n" if out else "")
+        by_id = chains.get(f"ids-{virtual}", {})
+        names = {i: f"{prefix}-{chain.removeprefix('b-')}" for i, chain in by_id.items()}
+        out.update(dict.fromkeys(names.values(), 0))
+        for elem in m.get("elem", ()):
+            if isinstance(elem, list) and elem[1] in names:
+                out[names[elem[1]]] += 1
+    return out

@@ -1,7 +1,9 @@
-"""Our nftables table(s) in this network namespace, through libnftables' JSON API (Debian python3-nftables).
+"""Our nftables table(s) in this network namespace, through libnftables (Debian python3-nftables).
 Owns replacing them in one transaction (keeping dynamic set elements), removing and reading them.
 
-The commands come from pyrhfos.core.ruleset.build; nothing here builds a rule or a command string.
+The commands come from pyrhfos.core.ruleset.build as libnftables JSON; nothing here builds a rule. A
+libnftables older than 1.0.9 has no map update statement in its JSON parser, so there the same
+commands go to its text parser as ruleset.script writes them (one call, one transaction).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..core.ruleset import FAMILIES, TABLE, dynamic_sets
+from ..core.ruleset import FAMILIES, TABLE, backend_counts, dynamic_sets, live_ids, script
 
 Json = dict[str, Any]
 
@@ -38,17 +40,38 @@ def available() -> str | None:
     return None
 
 
+JSON_MAP_STATEMENT = (1, 0, 9)  # the first libnftables whose JSON parser has the map update statement
+
+
 class NftEngine:
     """Our table (``pyrhfos``, family ip and/or netdev) in the namespace this process runs in."""
 
     def __init__(self, nft: Any | None = None) -> None:
         self._nft = nft if nft is not None else _library()
+        self._json_maps: bool | None = None  # learnt once, from the first answer's metainfo
 
     def _run(self, commands: Sequence[Json]) -> Any:
         rc, out, err = self._nft.json_cmd({"nftables": list(commands)})
         if rc != 0:
             raise NftError(str(err).strip() or f"libnftables failed ({rc})")
+        if self._json_maps is None:
+            self._json_maps = _version(out) >= JSON_MAP_STATEMENT
         return out
+
+    def _load(self, commands: Sequence[Json]) -> None:
+        """One transaction: JSON where libnftables parses all of it, else nft's syntax."""
+        if self._json_maps is None:
+            self._run([{"list": {"tables": {}}}])
+        if self._json_maps:
+            self._run(commands)
+            return
+        try:
+            text = script(commands)
+        except ValueError as exc:
+            raise NftError(str(exc)) from exc
+        rc, _, err = self._nft.cmd(text)
+        if rc != 0:
+            raise NftError(str(err).strip() or f"libnftables failed ({rc})")
 
     def _families(self) -> list[str]:
         """The families in which our table exists now."""
@@ -56,16 +79,16 @@ class NftEngine:
         found = {o["table"]["family"] for o in _objects(out, "table") if o["table"]["name"] == TABLE}
         return [f for f in FAMILIES if f in found]
 
-    def _sets(self) -> dict[tuple[str, str], Json]:
-        """(family, name) -> set as listed, for the sets with timeouts (the dynamic ones) of our tables."""
-        # One `list sets` (elements included) costs a quarter of listing the tables' rules as well.
-        sets: dict[tuple[str, str], Json] = {}
-        for o in _objects(self._run([{"list": {"sets": {}}}]), "set"):
-            body = o["set"]
-            mine = body.get("table") == TABLE and body.get("family") in FAMILIES
-            if mine and "timeout" in body.get("flags", ()):
-                sets[(body["family"], body["name"])] = body
-        return sets
+    def _listed(self, kinds: tuple[str, ...] = ("set", "map")) -> list[Json]:
+        """Our tables' sets and/or maps as listed, elements included."""
+        # `list sets` and `list maps` (elements included; one answer each, 10-20 ms for 100 x 10)
+        # cost a quarter of listing the rules as well.
+        found = [o[k] for k in kinds for o in _objects(self._run([{"list": {f"{k}s": {}}}]), k)]
+        return [b for b in found if b.get("table") == TABLE and b.get("family") in FAMILIES]
+
+    def _sets(self, listed: list[Json]) -> dict[tuple[str, str], Json]:
+        """(family, name) -> set or map as listed, for those with timeouts (the dynamic ones)."""
+        return {(b["family"], b["name"]): b for b in listed if "timeout" in b.get("flags", ())}
 
     def present(self) -> bool:
         """Whether one of our tables exists."""
@@ -79,27 +102,44 @@ class NftEngine:
         return bool(families)
 
     def set_sizes(self) -> dict[str, int]:
-        """Elements per dynamic set (pins: live direct-routing flows; persistence: clients)."""
-        return {name: len(body.get("elem", ())) for (_, name), body in self._sets().items()}
+        """Elements per backend: NAT's persistence sets by name; in direct routing, the virtual's pin
+        and persistence maps counted per backend id, as ``pin_set``/``persist_set`` name them."""
+        listed = self._listed()
+        sizes = {
+            name: len(body.get("elem", ()))
+            for (_, name), body in self._sets(listed).items()
+            if "map" not in body
+        }
+        return sizes | backend_counts(b for b in listed if "map" in b)
 
     def replace(self, commands: Sequence[Json]) -> int:
         """Apply ``commands`` (ruleset.build's whole-table swap) in one transaction, re-adding the
         elements of dynamic sets that exist before and after with their remaining time (at most the
         new set's timeout). Returns how many elements were carried over."""
-        old = self._sets()
+        dynamic = dynamic_sets(commands)
+        # only the kinds the new table has dynamic ones of: nothing else could be carried over
+        kinds = tuple(
+            k for k in ("set", "map") if any(("map" in b) == (k == "map") for b in dynamic.values())
+        )
+        old = self._sets(self._listed(kinds)) if kinds else {}
+        live = live_ids(commands)
         carried: list[Json] = []
         count = 0
-        for key, new in dynamic_sets(commands).items():
+        for key, new in dynamic.items():
             if key not in old:
                 continue
-            elems = [e for e in (_carry(x, new.get("timeout")) for x in old[key].get("elem", ())) if e]
+            listed = old[key].get("elem", ())
+            if "map" in new:  # only the elements holding the id of a backend still in the table
+                ids = live.get(key, frozenset())
+                listed = [x for x in listed if isinstance(x, list) and x[1] in ids]
+            elems = [e for e in (_carry(x, new.get("timeout")) for x in listed) if e]
             if elems:
                 family, name = key
                 carried.append(
                     {"add": {"element": {"family": family, "table": TABLE, "name": name, "elem": elems}}}
                 )
                 count += len(elems)
-        self._run([*commands, *carried])
+        self._load([*commands, *carried])
         return count
 
 
@@ -110,8 +150,23 @@ def _objects(out: Any, kind: str) -> list[Json]:
     return [o for o in out.get("nftables", ()) if kind in o]
 
 
-def _carry(elem: Any, limit: int | None) -> Json | None:
-    """A listed element as one to add again with its remaining time; None if it has (about) expired."""
+def _version(out: Any) -> tuple[int, ...]:
+    """libnftables' version from an answer's metainfo; (0,) if it says none."""
+    for o in out.get("nftables", ()) if isinstance(out, dict) else ():
+        if "metainfo" in o:
+            try:
+                return tuple(int(p) for p in str(o["metainfo"].get("version", "0")).split("."))
+            except ValueError:
+                return (0,)
+    return (0,)
+
+
+def _carry(elem: Any, limit: int | None) -> Any:
+    """A listed element as one to add again with its remaining time; None if it has (about) expired.
+    A map's element is ``[key, value]``: the key carries the time."""
+    if isinstance(elem, list):
+        key = _carry(elem[0], limit)
+        return None if key is None else [key, elem[1]]
     if not (isinstance(elem, dict) and "elem" in elem):
         return {"elem": {"val": elem}}  # listed without expiry: the new set's timeout applies
     body = elem["elem"]

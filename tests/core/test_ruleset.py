@@ -186,6 +186,15 @@ def test_sorry_server_only_when_no_backend_takes_new_connections() -> None:
     assert rules(nat(table(WEB, (0, 0, 0))), "v-web") == []
 
 
+FLOW = {
+    "concat": [
+        {"payload": {"protocol": "ip", "field": "saddr"}},
+        {"payload": {"protocol": "th", "field": "sport"}},
+    ]
+}
+MARK = {"meta": {"key": "mark"}}
+
+
 def test_direct_routing_ingress_pins_and_fwd() -> None:
     v = replace(WEB, persistent=120)
     cmds = direct(table(v), tcp_timeout=1200)
@@ -194,44 +203,132 @@ def test_direct_routing_ingress_pins_and_fwd() -> None:
     assert chain == {"family": "netdev", "table": TABLE, "name": "in-eth0", "type": "filter"} | {
         "hook": "ingress", "dev": "eth0", "prio": 0, "policy": "accept"}  # fmt: skip
     assert rules(cmds, "in-eth0")[0][-1] == {"jump": {"target": "v-web"}}
-    pins = [s for s in added(cmds, "set") if s["name"].startswith("pin-")]
-    assert [p["name"] for p in pins] == ["pin-web-s1", "pin-web-s2", "pin-web-s3"]
-    assert {(tuple(p["type"]), p["timeout"]) for p in pins} == {(("ipv4_addr", "inet_service"), 1200)}
-    flow = {
-        "concat": [
-            {"payload": {"protocol": "ip", "field": "saddr"}},
-            {"payload": {"protocol": "th", "field": "sport"}},
-        ]
-    }
-    vrules = rules(cmds, "v-web")
-    assert vrules[0] == [
-        {"match": {"op": "==", "left": flow, "right": "@pin-web-s1"}},
-        {"goto": {"target": "b-web-s1"}},
+    assert added(cmds, "set") == []  # one pin map and one persistence map per virtual, no set
+    maps = {m["name"]: m for m in added(cmds, "map")}
+    assert set(maps) == {"pin-web", "per-web", "ids-web"}
+    pin = {"family": "netdev", "table": TABLE, "name": "pin-web", "type": ["ipv4_addr", "inet_service"]}
+    assert maps["pin-web"] == pin | {"map": "mark", "flags": ["timeout"], "timeout": 1200}
+    assert (maps["per-web"]["type"], maps["per-web"]["timeout"]) == ("ipv4_addr", 120)
+    ids = ruleset.backend_ids(["s1", "s2", "s3"])
+    assert maps["ids-web"]["map"] == "verdict"
+    assert maps["ids-web"]["elem"] == [
+        [ids[s], {"goto": {"target": f"b-web-{s}"}}] for s in ("s1", "s2", "s3")
     ]
-    assert [r[0]["match"]["right"] for r in vrules[:6]] == [
-        "@pin-web-s1", "@pin-web-s2", "@pin-web-s3", "@per-web-s1", "@per-web-s2", "@per-web-s3"]  # fmt: skip
+    dispatch = {"vmap": {"key": MARK, "data": "@ids-web"}}
+    saddr = {"payload": {"protocol": "ip", "field": "saddr"}}
+    # two lookups per packet whatever the number of servers; a miss ends the rule before the dispatch
+    assert rules(cmds, "v-web")[:2] == [
+        [{"mangle": {"key": MARK, "value": {"map": {"key": FLOW, "data": "@pin-web"}}}}, dispatch],
+        [{"mangle": {"key": MARK, "value": {"map": {"key": saddr, "data": "@per-web"}}}}, dispatch],
+    ]
+    assert "numgen" in rules(cmds, "v-web")[2][0]["vmap"]["key"]
     assert rules(cmds, "b-web-s2") == [
-        [{"set": {"op": "update", "elem": flow, "set": "@pin-web-s2"}}],
-        [
-            {
-                "set": {
-                    "op": "update",
-                    "elem": {"payload": {"protocol": "ip", "field": "saddr"}},
-                    "set": "@per-web-s2",
-                }
-            }
-        ],
+        [{"map": {"op": "update", "elem": FLOW, "data": ids["s2"], "map": "@pin-web"}}],
+        [{"map": {"op": "update", "elem": saddr, "data": ids["s2"], "map": "@per-web"}}],
         [{"fwd": {"dev": "eth0", "family": "ip", "addr": "198.51.100.12"}}],
     ]
 
 
 def test_direct_pin_timeouts_default_per_protocol() -> None:
     def timeouts(v: Virtual, **cfg: Any) -> set[int]:
-        return {s["timeout"] for s in added(direct(table(v), **cfg), "set")}
+        return {m["timeout"] for m in added(direct(table(v), **cfg), "map") if "timeout" in m}
 
     assert timeouts(WEB) == {900}
     assert timeouts(replace(WEB, protocol="udp")) == {300}
     assert timeouts(replace(WEB, protocol="udp"), udp_timeout=45) == {45}
+
+
+def test_backend_ids_come_from_names_not_positions() -> None:
+    ids = ruleset.backend_ids(["s1", "s2", "s3"])
+    assert ruleset.backend_ids(["s3", "s1", "s2"]) == ids
+    assert {k: ids[k] for k in ("s1", "s3")} == ruleset.backend_ids(["s1", "s3"])
+    assert len(set(ids.values())) == 3 and all(0 < i < 2**32 for i in ids.values())
+    many = ruleset.backend_ids(f"rs{i}" for i in range(2000))
+    assert len(set(many.values())) == 2000
+    # a reload that reorders the servers writes the same ids
+    reordered = replace(WEB, servers=SERVERS[::-1])
+    assert added(direct(table(WEB)), "map")[-1] == added(direct(table(reordered)), "map")[-1] | {
+        "elem": added(direct(table(WEB)), "map")[-1]["elem"]}  # fmt: skip
+    assert sorted(map(str, added(direct(table(reordered)), "map")[-1]["elem"])) == sorted(
+        map(str, added(direct(table(WEB)), "map")[-1]["elem"])
+    )
+
+
+def test_direct_without_backends_has_no_maps_and_a_fwmark_virtual_is_pinned_too() -> None:
+    assert added(direct(VirtualTable(WEB, ())), "map") == []
+    cmds = direct(table(replace(WEB, fwmark=5)))
+    assert rules(cmds, "in-eth0")[0][0] == {"match": {"op": "==", "left": MARK, "right": 5}}
+    assert {m["name"] for m in added(cmds, "map")} == {"pin-web", "ids-web"}
+
+
+def test_live_ids_are_the_ids_the_backend_chains_write() -> None:
+    cmds = direct(table(replace(WEB, persistent=30), (1, 0, 1)))
+    ids = ruleset.backend_ids(["s1", "s2", "s3"])
+    assert ruleset.live_ids(cmds) == {
+        ("netdev", "pin-web"): frozenset(ids.values()),
+        ("netdev", "per-web"): frozenset(ids.values()),
+    }
+    one = direct(VirtualTable(WEB, (ruleset.backend_of(WEB, SERVERS[0], 1),)))
+    assert ruleset.live_ids(one) == {("netdev", "pin-web"): frozenset({ids["s1"]})}
+    assert ruleset.live_ids(nat(table(replace(WEB, persistent=30)))) == {}
+
+
+def test_backend_counts_name_each_backend_from_the_id_map() -> None:
+    ids = ruleset.backend_ids(["s1", "s2"])
+    gotos = [[ids[s], {"goto": {"target": f"b-web-{s}"}}] for s in ids]
+    pins = [
+        [{"elem": {"val": {"concat": ["10.0.0.1", 5]}}}, ids["s2"]],
+        [{"concat": ["10.0.0.2", 6]}, ids["s2"]],
+        ["x", 99],  # an id no backend has: not counted
+    ]
+    listed: list[dict[str, Any]] = [
+        {"name": "ids-web", "map": "verdict", "elem": gotos},
+        {"name": "pin-web", "map": "mark", "elem": pins},
+        {"name": "per-web", "map": "mark"},
+    ]
+    counts = ruleset.backend_counts(listed)
+    assert counts == {"pin-web-s1": 0, "pin-web-s2": 2, "per-web-s1": 0, "per-web-s2": 0}
+    assert counts["pin-web-s2"] == 2 and ruleset.pin_set("web", "s2") == "pin-web-s2"
+
+
+def test_script_is_the_commands_in_nft_syntax_one_a_line() -> None:
+    cmds = direct(table(replace(WEB, persistent=60), (1, 1, 0)))
+    text = ruleset.script(cmds).splitlines()
+    assert len(text) == len(cmds)
+    assert text[:5] == [
+        "add table ip pyrhfos", "delete table ip pyrhfos", "add table netdev pyrhfos",
+        "delete table netdev pyrhfos", "add table netdev pyrhfos"]  # fmt: skip
+    s1 = ruleset.backend_ids(["s1", "s2", "s3"])["s1"]
+    for line in (
+        "map pin-web { type ipv4_addr . inet_service : mark; flags timeout; timeout 900s; }",
+        'chain in-eth0 { type filter hook ingress device "eth0" priority 0; policy accept; }',
+        "rule v-web meta mark set ip saddr . th sport map @pin-web meta mark vmap @ids-web",
+        f"rule b-web-s1 update @pin-web {{ ip saddr . th sport : {s1} }}",
+        "rule v-web numgen inc mod 2 vmap { 0 : goto b-web-s1, 1 : goto b-web-s2 }",
+    ):
+        kind, rest = line.split(" ", 1)
+        assert f"add {kind} netdev pyrhfos {rest}" in text, line
+    assert f"ids-web {{ type mark : verdict; elements = {{ {s1} : goto b-web-s1," in ruleset.script(cmds)
+    carried = {"add": {"element": {"family": "netdev", "table": TABLE, "name": "pin-web", "elem": [
+        [{"elem": {"val": {"concat": ["10.0.0.1", 4000]}, "timeout": 30}}, s1]]}}}  # fmt: skip
+    assert ruleset.script([carried]) == (
+        f"add element netdev pyrhfos pin-web {{ 10.0.0.1 . 4000 timeout 30s : {s1} }}\n"
+    )
+    nat_text = ruleset.script(
+        build(Config(network=NetworkMode.NAT, tcp_timeout=90), [table(WEB)], ct_timeouts=True)
+    )
+    assert (
+        "add ct timeout ip pyrhfos t-tcp { protocol tcp; l3proto ip; policy = { established : 90 }; }"
+        in nat_text
+    )
+    assert 'ct timeout set "t-tcp" jump v-web' in nat_text
+
+
+@pytest.mark.parametrize("device", ['eth0"', "eth 0", "eth0;", "eth{0}", "eth#0"])
+def test_script_refuses_what_is_not_a_plain_token(device: str) -> None:
+    v = replace(WEB, address=DeviceAddress(A("192.0.2.10"), f"{device}:1"))
+    with pytest.raises(ValueError, match="plain token"):
+        ruleset.script(direct(table(v)))
 
 
 def test_direct_one_ingress_chain_per_vip_device() -> None:
@@ -304,7 +401,9 @@ def test_inactive_virtual_left_out_and_tunnel_refused() -> None:
 def test_dynamic_sets_lists_what_the_engine_carries_over() -> None:
     cmds = direct(table(replace(WEB, persistent=30), (1, 0, 1)))
     keys = ruleset.dynamic_sets(cmds)
-    assert sorted(keys) == sorted(("netdev", f"{k}-web-s{i}") for k in ("pin", "per") for i in (1, 2, 3))
+    assert sorted(keys) == [("netdev", "per-web"), ("netdev", "pin-web")]  # not the constant id map
+    nat_keys = ruleset.dynamic_sets(nat(table(replace(WEB, persistent=30), (1, 0, 1))))
+    assert sorted(nat_keys) == [("ip", f"per-web-s{i}") for i in (1, 2, 3)]
 
 
 def test_backend_of_uses_server_port_else_virtual() -> None:
@@ -334,6 +433,7 @@ def test_describe_reads_like_nft() -> None:
     dr = describe(direct(table(replace(WEB, scheduler="sh"))))
     assert '\t\ttype filter hook ingress device "eth0" priority 0; policy accept;' in dr.splitlines()
     assert '\t\tfwd ip to 198.51.100.11 device "eth0"' in dr.splitlines()
-    assert "\t\tip saddr . th sport @pin-web-s1 goto b-web-s1" in dr.splitlines()
+    assert "\t\tmeta mark set ip saddr . th sport map @pin-web meta mark vmap @ids-web" in dr.splitlines()
+    assert "\t\ttype ipv4_addr . inet_service : mark" in dr.splitlines()
     assert "jhash ip saddr mod 3 seed 0x0 vmap" in dr
     assert describe([]) == ""
