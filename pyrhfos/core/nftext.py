@@ -127,13 +127,16 @@ def _expr(e: Any) -> str:
         if val["op"] not in _OPS:
             raise ValueError(f"not an nft map statement: {val['op']!r}")
         return f"{val['op']} {_t(val['map'])} {{ {_expr(val['elem'])} : {_expr(val['data'])} }}"
-    if kind == "map":  # the lookup expression
-        return f"{_expr(val['key'])} map {_t(val['data'])}"
+    if kind == "map":  # the lookup expression, in a named map or an anonymous one
+        data = val["data"]
+        if isinstance(data, dict):
+            return f"{_expr(val['key'])} map {{ {_elements(data['set'])} }}"
+        return f"{_expr(val['key'])} map {_t(data)}"
     if kind == "dnat":
         port = f":{_t(val['port'])}" if "port" in val else ""
         return f"dnat to {_t(val['addr'])}{port}"
     if kind == "fwd":
-        return f'fwd {_t(val.get("family", "ip"))} to {_t(val["addr"])} device "{_t(val["dev"])}"'
+        return f'fwd {_t(val.get("family", "ip"))} to {_expr(val["addr"])} device "{_t(val["dev"])}"'
     if kind == "set":
         if val["op"] not in _OPS:
             raise ValueError(f"not an nft set statement: {val['op']!r}")
@@ -142,7 +145,8 @@ def _expr(e: Any) -> str:
         return f'ct timeout set "{_t(val)}"'
     if kind == "elem":
         timeout = f" timeout {_t(val['timeout'])}s" if "timeout" in val else ""
-        return f"{_expr(val['val'])}{timeout}"
+        comment = f' comment "{_t(val["comment"])}"' if "comment" in val else ""
+        return f"{_expr(val['val'])}{timeout}{comment}"
     raise ValueError(f"no nft syntax for expression {kind!r}")
 
 

@@ -8,18 +8,20 @@ Layout (docs: lvs-design.md):
   vmap, ranges as wide as ``Backend.share``) to ``b-NAME-SERVER``, which refreshes its persistence set and
   ``dnat``s. Conntrack keeps the choice for the rest of the connection.
 - ``network = direct``: ``table netdev pyrhfos``, one ingress chain ``in-DEV`` per VIP device. netdev has
-  no conntrack, so every packet looks its flow up in the virtual's one pin map ``pin-NAME``
-  (``ip saddr . th sport : mark``, the backend's id): ``meta mark set <flow> map @pin-NAME`` (a miss ends
-  that rule), then ``meta mark vmap @ids-NAME`` (id -> goto ``b-NAME-SERVER``), then persistence
-  (``per-NAME``, ``ip saddr & pmask : mark``, the same two steps), then the scheduler. Two lookups per
-  packet whatever the number of servers. The backend chain refreshes the maps with its constant id and
-  ends in ``fwd ip to ADDR device DEV``. The mark is a scratch register here: the packet is forwarded
-  out at once and never enters the IP stack (a fwmark virtual was already matched by its mark).
-  ``update`` of an element that exists only refreshes its timeout, keeping the id it holds: so only
-  the elements whose id is a backend of the new table may be carried over a swap (``live_ids``);
-  those of a server that left the table go, and its clients are scheduled afresh.
-  A backend's id comes from its name (``backend_ids``), not its position: a reload that reorders the
-  servers keeps the pins right.
+  no conntrack, so a flow's choice is pinned in the virtual's one map ``pin-NAME`` (``ip saddr .
+  th sport -> backend id``, a mark). The virtual's chain puts an id in the mark and goes to
+  ``fwd-NAME``: from the pin (``meta mark set <flow> map @pin-NAME``; a miss ends the rule with the
+  mark as it was), else from persistence (``per-NAME``, ``ip saddr & pmask -> id``), else from the
+  scheduler (``numgen``/``jhash`` ``mod S map { range : id }``). ``fwd-NAME`` refreshes the maps with
+  the mark (an element that exists keeps its value and only restarts its timeout) and ends in
+  ``fwd ip to meta mark map @addr-NAME device DEV``. One lookup per step and no chain per backend,
+  whatever the number of servers. The mark is a scratch register here: the packet is forwarded out
+  at once and never enters the IP stack (a fwmark virtual was already matched by its mark).
+  ``addr-NAME`` holds the backends of the table (share 0 too), each element's comment naming it.
+  Since an element keeps its value, only the elements whose id is a backend of the new table are
+  carried over a swap (``live_ids``): a server that left the table loses its clients, who are
+  scheduled afresh. A backend's id comes from its name (``backend_ids``), not its position, so a
+  reload that reorders the servers keeps the pins right.
 - Loading: libnftables' JSON parser has no map update statement before nftables 1.0.9 (Debian's is
   1.0.6), so on such a library ``script`` (core/nftext.py) writes the same commands one per line in
   nft's syntax (one ``cmd`` call, one transaction; every string checked against a plain-token pattern).
@@ -44,7 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Any
@@ -127,9 +129,14 @@ def persist_map(virtual: str) -> str:
     return f"per-{_part(virtual)}"
 
 
-def id_map(virtual: str) -> str:
-    """Direct routing: the virtual's verdict map ``backend id -> goto backend chain``."""
-    return f"ids-{_part(virtual)}"
+def address_map(virtual: str) -> str:
+    """Direct routing: the virtual's constant map ``backend id -> address`` (its backends in the table)."""
+    return f"addr-{_part(virtual)}"
+
+
+def forward_chain(virtual: str) -> str:
+    """Direct routing: the virtual's one chain that refreshes the maps and forwards by the id."""
+    return f"fwd-{_part(virtual)}"
 
 
 def backend_ids(servers: Iterable[str]) -> dict[str, int]:
@@ -203,8 +210,11 @@ def _scheduler_key(v: Virtual, modulus: int) -> Json:
     return {"numgen": {"mode": "inc", "mod": modulus, "offset": 0}}
 
 
-def _ranges(v: Virtual, backends: Sequence[Backend]) -> tuple[int, list[list[Any]]]:
-    """The scheduler map: each backend with share > 0 gets a key range as wide as its share."""
+def _ranges(
+    v: Virtual, backends: Sequence[Backend], value: Callable[[Backend], Any] | None = None
+) -> tuple[int, list[list[Any]]]:
+    """The scheduler map: each backend with share > 0 gets a key range as wide as its share, mapped to
+    ``value(backend)`` (default: goto its chain)."""
     entries: list[list[Any]] = []
     start = 0
     for b in backends:
@@ -212,21 +222,20 @@ def _ranges(v: Virtual, backends: Sequence[Backend]) -> tuple[int, list[list[Any
             continue
         end = start + b.share - 1
         key: Any = start if end == start else {"range": [start, end]}
-        entries.append([key, {"goto": {"target": backend_chain(v.name, b.name)}}])
+        data = value(b) if value else {"goto": {"target": backend_chain(v.name, b.name)}}
+        entries.append([key, data])
         start = end + 1
     return start, entries
 
 
 # -- the builder --------------------------------------------------------------------------------------------
 class _Table:
-    """Collects one family's objects in load order: timeouts and sets, chains, verdict maps (their
-    elements name chains), then rules."""
+    """Collects one family's objects in load order: timeouts, sets and maps, chains, then rules."""
 
     def __init__(self, family: str) -> None:
         self.family = family
         self.objects: list[Json] = []
         self.chains: list[Json] = []
-        self.vmaps: list[Json] = []
         self.rules: list[Json] = []
 
     def _ref(self) -> Json:
@@ -246,9 +255,9 @@ class _Table:
         body = {**self._ref(), "name": name, "type": type_, "map": "mark", "flags": ["timeout"]}
         self.objects.append({"add": {"map": body | {"timeout": timeout}}})
 
-    def verdict_map(self, name: str, elems: list[list[Any]]) -> None:
-        body = {**self._ref(), "name": name, "type": "mark", "map": "verdict", "elem": elems}
-        self.vmaps.append({"add": {"map": body}})
+    def constant_map(self, name: str, type_: str, data: str, elems: list[list[Any]]) -> None:
+        body = {**self._ref(), "name": name, "type": type_, "map": data, "elem": elems}
+        self.objects.append({"add": {"map": body}})
 
     def ct_timeout(self, name: str, protocol: str, policy: dict[str, int]) -> None:
         body = {**self._ref(), "name": name, "protocol": protocol, "l3proto": "ip", "policy": policy}
@@ -259,7 +268,7 @@ class _Table:
 
     def commands(self) -> list[Json]:
         head = {"add": {"table": {"family": self.family, "name": TABLE}}}
-        return [head, *self.objects, *self.chains, *self.vmaps, *self.rules]
+        return [head, *self.objects, *self.chains, *self.rules]
 
 
 def _ct_timeouts(cfg: Config) -> dict[str, dict[str, int]]:
@@ -283,15 +292,16 @@ def ct_timeout_name(protocol: str) -> str:
 
 
 def _virtual(t: _Table, cfg: Config, vt: VirtualTable, device: str | None) -> None:
-    """The virtual's chain and one chain per backend (NAT: and its persistence set)."""
+    """NAT: the virtual's chain, one chain and persistence set per backend. Direct: ``_pinned``."""
     v = vt.virtual
     chain = virtual_chain(v.name)
     t.chain(chain)
+    if device is not None:
+        _pinned(t, cfg, vt, device)
+        return
     for b in vt.backends:
         t.chain(backend_chain(v.name, b.name))
-    if device is not None and vt.backends:
-        _pinned(t, cfg, vt)
-    if device is None and v.persistent:
+    if v.persistent:
         for b in vt.backends:
             name = persist_set(v.name, b.name)
             t.dynamic_set(name, "ipv4_addr", v.persistent)
@@ -301,46 +311,60 @@ def _virtual(t: _Table, cfg: Config, vt: VirtualTable, device: str | None) -> No
     if modulus:
         t.rule(chain, {"vmap": {"key": _scheduler_key(v, modulus), "data": {"set": entries}}})
     elif v.sorry_server is not None:
-        t.rule(chain, *_deliver(v, v.sorry_server, v.port, device))
+        t.rule(chain, *_deliver(v, v.sorry_server, v.port, None))
     # else: nothing matches; the packet reaches the director itself, which answers with a reset.
-    ids = backend_ids(b.name for b in vt.backends)
     for b in vt.backends:
         bchain = backend_chain(v.name, b.name)
-        if device is not None:  # updates of their own: a full map must not stop the forward
-            t.rule(bchain, _map_update(_flow(), ids[b.name], pin_map(v.name)))
-            if v.persistent:
-                t.rule(bchain, _map_update(_source(v.pmask), ids[b.name], persist_map(v.name)))
-        elif v.persistent:
+        if v.persistent:
             elem = _source(v.pmask)
             t.rule(bchain, {"set": {"op": "update", "elem": elem, "set": f"@{persist_set(v.name, b.name)}"}})
-        t.rule(bchain, *_deliver(v, b.address, b.port, device))
+        t.rule(bchain, *_deliver(v, b.address, b.port, None))
 
 
-def _pinned(t: _Table, cfg: Config, vt: VirtualTable) -> None:
-    """Direct routing: the pin (then persistence) lookup, each one map lookup and one id dispatch, in
-    one rule, so a miss ends the rule before the dispatch reads a mark the lookup did not set."""
+def _pinned(t: _Table, cfg: Config, vt: VirtualTable, device: str) -> None:
+    """Direct routing: each step puts a backend id in the mark and goes to ``fwd-NAME``: the flow's
+    pin, else the client's persistence, else the scheduler (a miss ends the rule with the mark as it
+    was). ``fwd-NAME`` writes the id into the maps and forwards to ``addr-NAME``'s address for it."""
     v = vt.virtual
+    chain, forward = virtual_chain(v.name), forward_chain(v.name)
     ids = backend_ids(b.name for b in vt.backends)
-    t.verdict_map(
-        id_map(v.name),
-        [[ids[b.name], {"goto": {"target": backend_chain(v.name, b.name)}}] for b in vt.backends],
-    )
-    dispatch = {"vmap": {"key": _meta("mark"), "data": f"@{id_map(v.name)}"}}
-    pin_timeout = (cfg.udp_timeout or PIN_UDP) if v.protocol == "udp" else (cfg.tcp_timeout or PIN_TCP)
-    t.dynamic_map(pin_map(v.name), ["ipv4_addr", "inet_service"], pin_timeout)
-    t.rule(virtual_chain(v.name), _set_mark(_flow(), pin_map(v.name)), dispatch)
-    if v.persistent:
-        t.dynamic_map(persist_map(v.name), "ipv4_addr", v.persistent)
-        t.rule(virtual_chain(v.name), _set_mark(_source(v.pmask), persist_map(v.name)), dispatch)
+    modulus, ranges = _ranges(v, vt.backends, lambda b: ids[b.name])
+    if vt.backends:
+        t.chain(forward)
+        pin_timeout = (cfg.udp_timeout or PIN_UDP) if v.protocol == "udp" else (cfg.tcp_timeout or PIN_TCP)
+        t.dynamic_map(pin_map(v.name), ["ipv4_addr", "inet_service"], pin_timeout)
+        # the comment names the backend for NftEngine.set_sizes (backend_counts)
+        named = [
+            [{"elem": {"val": ids[b.name], "comment": _part(b.name)}}, str(b.address)] for b in vt.backends
+        ]
+        t.constant_map(address_map(v.name), "mark", "ipv4_addr", named)
+        go = {"goto": {"target": forward}}
+        t.rule(chain, _set_mark(_flow(), f"@{pin_map(v.name)}"), go)
+        if v.persistent:
+            t.dynamic_map(persist_map(v.name), "ipv4_addr", v.persistent)
+            t.rule(chain, _set_mark(_source(v.pmask), f"@{persist_map(v.name)}"), go)
+        if modulus:
+            t.rule(chain, _set_mark(_scheduler_key(v, modulus), {"set": ranges}), go)
+        # updates of their own: a full map must not stop the forward
+        t.rule(forward, _map_update(_flow(), pin_map(v.name)))
+        if v.persistent:
+            t.rule(forward, _map_update(_source(v.pmask), persist_map(v.name)))
+        by_id = {"map": {"key": _meta("mark"), "data": f"@{address_map(v.name)}"}}
+        t.rule(forward, {"fwd": {"dev": device, "family": "ip", "addr": by_id}})
+    if not modulus and v.sorry_server is not None:
+        t.rule(chain, *_deliver(v, v.sorry_server, v.port, device))
+    # else: nothing matches; the packet reaches the director itself, which answers with a reset.
 
 
-def _set_mark(key: Json, map_name: str) -> Json:
-    return {"mangle": {"key": _meta("mark"), "value": {"map": {"key": key, "data": f"@{map_name}"}}}}
+def _set_mark(key: Json, data: str | Json) -> Json:
+    """``meta mark set KEY map DATA``: a miss ends the rule (the mark unchanged)."""
+    return {"mangle": {"key": _meta("mark"), "value": {"map": {"key": key, "data": data}}}}
 
 
-def _map_update(key: Json, backend_id: int, map_name: str) -> Json:
-    """libnftables' JSON map statement (nftables >= 1.0.9; ``script`` writes it for older ones)."""
-    return {"map": {"op": "update", "elem": key, "data": backend_id, "map": f"@{map_name}"}}
+def _map_update(key: Json, map_name: str) -> Json:
+    """``update @MAP { KEY : meta mark }``: libnftables' JSON map statement (nftables >= 1.0.9; for
+    older ones core/nftext.script writes it in nft's syntax). An element that exists keeps its value."""
+    return {"map": {"op": "update", "elem": key, "data": _meta("mark"), "map": f"@{map_name}"}}
 
 
 def _deliver(v: Virtual, address: IPv4Address, port: int, device: str | None) -> list[Json]:
@@ -416,37 +440,42 @@ def dynamic_sets(commands: Iterable[dict[str, Any]]) -> dict[tuple[str, str], Js
     return found
 
 
+def _named_ids(m: Json) -> dict[int, str]:
+    """An address map's ``id -> backend name part`` (the elements' comments)."""
+    out: dict[int, str] = {}
+    for key, _ in m.get("elem", ()):
+        if isinstance(key, dict) and "elem" in key:
+            out[key["elem"]["val"]] = key["elem"].get("comment", "")
+    return out
+
+
 def live_ids(commands: Iterable[dict[str, Any]]) -> dict[tuple[str, str], frozenset[int]]:
-    """(family, map name) -> the backend ids that the commands' rules write into that dynamic map: the
-    only values worth carrying over (an element holding another id would point at no backend)."""
-    found: dict[tuple[str, str], set[int]] = {}
+    """(family, map name) -> the backend ids of the new table for each virtual's pin and persistence
+    map (the keys of its address map): the only values worth carrying over, since an element keeps
+    its value when refreshed and one holding another id would point at no backend."""
+    found: dict[tuple[str, str], frozenset[int]] = {}
     for cmd in commands:
-        body = cmd.get("add", {}).get("rule")
-        if not body or body.get("table") != TABLE:
-            continue
-        for e in body["expr"]:
-            update = e.get("map") if isinstance(e, dict) else None
-            if update and "op" in update:
-                found.setdefault((body["family"], update["map"].lstrip("@")), set()).add(update["data"])
-    return {k: frozenset(v) for k, v in found.items()}
+        body = cmd.get("add", {}).get("map")
+        if body and body.get("table") == TABLE and body["name"].startswith("addr-"):
+            ids = frozenset(_named_ids(body))
+            virtual = body["name"].removeprefix("addr-")
+            for prefix in ("pin", "per"):
+                found[(body["family"], f"{prefix}-{virtual}")] = ids
+    return found
 
 
 def backend_counts(maps: Iterable[Json]) -> dict[str, int]:
-    """From listed maps (libnftables JSON, elements included): elements per backend of each dynamic
-    id map, named ``pin_set``/``persist_set`` style (``pin-V-S``, ``per-V-S``), every backend of the
-    virtual's id map counted (0 if none)."""
+    """From listed maps (libnftables JSON, elements included): elements per backend of each pin and
+    persistence map, named as ``pin_set``/``persist_set`` name them (``pin-V-S``, ``per-V-S``), every
+    backend of the virtual's address map counted (0 if none)."""
     maps = list(maps)
-    chains: dict[str, dict[int, str]] = {}  # id map name -> id -> backend chain
-    for m in maps:
-        if m.get("map") == "verdict" and m["name"].startswith("ids-"):
-            chains[m["name"]] = {k: d["goto"]["target"] for k, d in m.get("elem", ()) if "goto" in d}
+    named = {m["name"].removeprefix("addr-"): _named_ids(m) for m in maps if m["name"].startswith("addr-")}
     out: dict[str, int] = {}
     for m in maps:
         prefix, _, virtual = m["name"].partition("-")
         if m.get("map") != "mark" or prefix not in ("pin", "per"):
             continue
-        by_id = chains.get(f"ids-{virtual}", {})
-        names = {i: f"{prefix}-{chain.removeprefix('b-')}" for i, chain in by_id.items()}
+        names = {i: f"{prefix}-{virtual}-{part}" for i, part in named.get(virtual, {}).items()}
         out.update(dict.fromkeys(names.values(), 0))
         for elem in m.get("elem", ()):
             if isinstance(elem, list) and elem[1] in names:

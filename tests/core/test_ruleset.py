@@ -197,35 +197,44 @@ MARK = {"meta": {"key": "mark"}}
 
 def test_direct_routing_ingress_pins_and_fwd() -> None:
     v = replace(WEB, persistent=120)
-    cmds = direct(table(v), tcp_timeout=1200)
+    cmds = direct(table(v, (1, 0, 2)), tcp_timeout=1200)
     assert cmds[4] == {"add": {"table": {"family": "netdev", "name": TABLE}}}
     (chain,) = [c for c in added(cmds, "chain") if "hook" in c]
     assert chain == {"family": "netdev", "table": TABLE, "name": "in-eth0", "type": "filter"} | {
         "hook": "ingress", "dev": "eth0", "prio": 0, "policy": "accept"}  # fmt: skip
     assert rules(cmds, "in-eth0")[0][-1] == {"jump": {"target": "v-web"}}
+    # no chain per backend: the virtual's chain and its one forwarding chain
+    assert [c["name"] for c in added(cmds, "chain") if "hook" not in c] == ["v-web", "fwd-web"]
     assert added(cmds, "set") == []  # one pin map and one persistence map per virtual, no set
     maps = {m["name"]: m for m in added(cmds, "map")}
-    assert set(maps) == {"pin-web", "per-web", "ids-web"}
+    assert set(maps) == {"pin-web", "per-web", "addr-web"}
     pin = {"family": "netdev", "table": TABLE, "name": "pin-web", "type": ["ipv4_addr", "inet_service"]}
     assert maps["pin-web"] == pin | {"map": "mark", "flags": ["timeout"], "timeout": 1200}
     assert (maps["per-web"]["type"], maps["per-web"]["timeout"]) == ("ipv4_addr", 120)
     ids = ruleset.backend_ids(["s1", "s2", "s3"])
-    assert maps["ids-web"]["map"] == "verdict"
-    assert maps["ids-web"]["elem"] == [
-        [ids[s], {"goto": {"target": f"b-web-{s}"}}] for s in ("s1", "s2", "s3")
+    # every backend in the table (s2 too, at share 0: its pinned flows continue), named by comment
+    assert (maps["addr-web"]["type"], maps["addr-web"]["map"]) == ("mark", "ipv4_addr")
+    assert maps["addr-web"]["elem"] == [
+        [{"elem": {"val": ids[s.name], "comment": s.name}}, str(s.address)] for s in SERVERS
     ]
-    dispatch = {"vmap": {"key": MARK, "data": "@ids-web"}}
+    go = {"goto": {"target": "fwd-web"}}
     saddr = {"payload": {"protocol": "ip", "field": "saddr"}}
-    # two lookups per packet whatever the number of servers; a miss ends the rule before the dispatch
-    assert rules(cmds, "v-web")[:2] == [
-        [{"mangle": {"key": MARK, "value": {"map": {"key": FLOW, "data": "@pin-web"}}}}, dispatch],
-        [{"mangle": {"key": MARK, "value": {"map": {"key": saddr, "data": "@per-web"}}}}, dispatch],
+
+    def set_mark(key: Any, data: Any) -> dict[str, Any]:
+        return {"mangle": {"key": MARK, "value": {"map": {"key": key, "data": data}}}}
+
+    # one lookup per step whatever the number of servers; a miss ends the rule with the mark as it was
+    numgen = {"numgen": {"mode": "inc", "mod": 3, "offset": 0}}
+    assert rules(cmds, "v-web") == [
+        [set_mark(FLOW, "@pin-web"), go],
+        [set_mark(saddr, "@per-web"), go],
+        [set_mark(numgen, {"set": [[0, ids["s1"]], [{"range": [1, 2]}, ids["s3"]]]}), go],
     ]
-    assert "numgen" in rules(cmds, "v-web")[2][0]["vmap"]["key"]
-    assert rules(cmds, "b-web-s2") == [
-        [{"map": {"op": "update", "elem": FLOW, "data": ids["s2"], "map": "@pin-web"}}],
-        [{"map": {"op": "update", "elem": saddr, "data": ids["s2"], "map": "@per-web"}}],
-        [{"fwd": {"dev": "eth0", "family": "ip", "addr": "198.51.100.12"}}],
+    by_id = {"map": {"key": MARK, "data": "@addr-web"}}
+    assert rules(cmds, "fwd-web") == [
+        [{"map": {"op": "update", "elem": FLOW, "data": MARK, "map": "@pin-web"}}],
+        [{"map": {"op": "update", "elem": saddr, "data": MARK, "map": "@per-web"}}],
+        [{"fwd": {"dev": "eth0", "family": "ip", "addr": by_id}}],
     ]
 
 
@@ -245,23 +254,25 @@ def test_backend_ids_come_from_names_not_positions() -> None:
     assert len(set(ids.values())) == 3 and all(0 < i < 2**32 for i in ids.values())
     many = ruleset.backend_ids(f"rs{i}" for i in range(2000))
     assert len(set(many.values())) == 2000
-    # a reload that reorders the servers writes the same ids
-    reordered = replace(WEB, servers=SERVERS[::-1])
-    assert added(direct(table(WEB)), "map")[-1] == added(direct(table(reordered)), "map")[-1] | {
-        "elem": added(direct(table(WEB)), "map")[-1]["elem"]}  # fmt: skip
-    assert sorted(map(str, added(direct(table(reordered)), "map")[-1]["elem"])) == sorted(
-        map(str, added(direct(table(WEB)), "map")[-1]["elem"])
-    )
+
+    # a reload that reorders the servers writes the same id for each server
+    def addresses(v: Virtual) -> dict[int, str]:
+        (m,) = [m for m in added(direct(table(v)), "map") if m["name"] == "addr-web"]
+        return {k["elem"]["val"]: addr for k, addr in m["elem"]}
+
+    assert addresses(replace(WEB, servers=SERVERS[::-1])) == addresses(WEB)
 
 
 def test_direct_without_backends_has_no_maps_and_a_fwmark_virtual_is_pinned_too() -> None:
     assert added(direct(VirtualTable(WEB, ())), "map") == []
+    sorry = direct(VirtualTable(replace(WEB, sorry_server=A("198.51.100.9")), ()))
+    assert rules(sorry, "v-web") == [[{"fwd": {"dev": "eth0", "family": "ip", "addr": "198.51.100.9"}}]]
     cmds = direct(table(replace(WEB, fwmark=5)))
     assert rules(cmds, "in-eth0")[0][0] == {"match": {"op": "==", "left": MARK, "right": 5}}
-    assert {m["name"] for m in added(cmds, "map")} == {"pin-web", "ids-web"}
+    assert {m["name"] for m in added(cmds, "map")} == {"pin-web", "addr-web"}
 
 
-def test_live_ids_are_the_ids_the_backend_chains_write() -> None:
+def test_live_ids_are_the_ids_of_the_new_tables_backends() -> None:
     cmds = direct(table(replace(WEB, persistent=30), (1, 0, 1)))
     ids = ruleset.backend_ids(["s1", "s2", "s3"])
     assert ruleset.live_ids(cmds) == {
@@ -269,20 +280,20 @@ def test_live_ids_are_the_ids_the_backend_chains_write() -> None:
         ("netdev", "per-web"): frozenset(ids.values()),
     }
     one = direct(VirtualTable(WEB, (ruleset.backend_of(WEB, SERVERS[0], 1),)))
-    assert ruleset.live_ids(one) == {("netdev", "pin-web"): frozenset({ids["s1"]})}
+    assert ruleset.live_ids(one)[("netdev", "pin-web")] == frozenset({ids["s1"]})
     assert ruleset.live_ids(nat(table(replace(WEB, persistent=30)))) == {}
 
 
-def test_backend_counts_name_each_backend_from_the_id_map() -> None:
+def test_backend_counts_name_each_backend_from_the_address_map() -> None:
     ids = ruleset.backend_ids(["s1", "s2"])
-    gotos = [[ids[s], {"goto": {"target": f"b-web-{s}"}}] for s in ids]
+    named = [[{"elem": {"val": ids[s], "comment": s}}, "10.1.1.1"] for s in ids]
     pins = [
         [{"elem": {"val": {"concat": ["10.0.0.1", 5]}}}, ids["s2"]],
         [{"concat": ["10.0.0.2", 6]}, ids["s2"]],
         ["x", 99],  # an id no backend has: not counted
     ]
     listed: list[dict[str, Any]] = [
-        {"name": "ids-web", "map": "verdict", "elem": gotos},
+        {"name": "addr-web", "map": "ipv4_addr", "elem": named},
         {"name": "pin-web", "map": "mark", "elem": pins},
         {"name": "per-web", "map": "mark"},
     ]
@@ -298,25 +309,26 @@ def test_script_is_the_commands_in_nft_syntax_one_a_line() -> None:
     assert text[:5] == [
         "add table ip pyrhfos", "delete table ip pyrhfos", "add table netdev pyrhfos",
         "delete table netdev pyrhfos", "add table netdev pyrhfos"]  # fmt: skip
-    s1 = ruleset.backend_ids(["s1", "s2", "s3"])["s1"]
+    ids = ruleset.backend_ids(["s1", "s2", "s3"])
     for line in (
         "map pin-web { type ipv4_addr . inet_service : mark; flags timeout; timeout 900s; }",
         'chain in-eth0 { type filter hook ingress device "eth0" priority 0; policy accept; }',
-        "rule v-web meta mark set ip saddr . th sport map @pin-web meta mark vmap @ids-web",
-        f"rule b-web-s1 update @pin-web {{ ip saddr . th sport : {s1} }}",
-        "rule v-web numgen inc mod 2 vmap { 0 : goto b-web-s1, 1 : goto b-web-s2 }",
+        "rule v-web meta mark set ip saddr . th sport map @pin-web goto fwd-web",
+        f"rule v-web meta mark set numgen inc mod 2 map {{ 0 : {ids['s1']}, 1 : {ids['s2']} }} goto fwd-web",
+        "rule fwd-web update @pin-web { ip saddr . th sport : meta mark }",
+        'rule fwd-web fwd ip to meta mark map @addr-web device "eth0"',
     ):
         kind, rest = line.split(" ", 1)
         assert f"add {kind} netdev pyrhfos {rest}" in text, line
-    assert f"ids-web {{ type mark : verdict; elements = {{ {s1} : goto b-web-s1," in ruleset.script(cmds)
+    s1 = ids["s1"]
+    assert f'addr-web {{ type mark : ipv4_addr; elements = {{ {s1} comment "s1" : 198.51.100.11,' in text[6]
     carried = {"add": {"element": {"family": "netdev", "table": TABLE, "name": "pin-web", "elem": [
         [{"elem": {"val": {"concat": ["10.0.0.1", 4000]}, "timeout": 30}}, s1]]}}}  # fmt: skip
     assert ruleset.script([carried]) == (
         f"add element netdev pyrhfos pin-web {{ 10.0.0.1 . 4000 timeout 30s : {s1} }}\n"
     )
-    nat_text = ruleset.script(
-        build(Config(network=NetworkMode.NAT, tcp_timeout=90), [table(WEB)], ct_timeouts=True)
-    )
+    cfg = Config(network=NetworkMode.NAT, tcp_timeout=90)
+    nat_text = ruleset.script(build(cfg, [table(WEB)], ct_timeouts=True))
     assert (
         "add ct timeout ip pyrhfos t-tcp { protocol tcp; l3proto ip; policy = { established : 90 }; }"
         in nat_text
@@ -432,8 +444,9 @@ def test_describe_reads_like_nft() -> None:
         assert line in text.splitlines(), line
     dr = describe(direct(table(replace(WEB, scheduler="sh"))))
     assert '\t\ttype filter hook ingress device "eth0" priority 0; policy accept;' in dr.splitlines()
-    assert '\t\tfwd ip to 198.51.100.11 device "eth0"' in dr.splitlines()
-    assert "\t\tmeta mark set ip saddr . th sport map @pin-web meta mark vmap @ids-web" in dr.splitlines()
+    assert '\t\tfwd ip to meta mark map @addr-web device "eth0"' in dr.splitlines()
+    assert "\t\tmeta mark set ip saddr . th sport map @pin-web goto fwd-web" in dr.splitlines()
     assert "\t\ttype ipv4_addr . inet_service : mark" in dr.splitlines()
-    assert "jhash ip saddr mod 3 seed 0x0 vmap" in dr
+    assert 'comment "s1" : 198.51.100.11' in dr
+    assert "meta mark set jhash ip saddr mod 3 seed 0x0 map {" in dr
     assert describe([]) == ""
