@@ -308,3 +308,14 @@ def test_dr_reordered_servers_keep_their_pins(dr: Bed, tmp_path: Path) -> None:
     assert sum(dr.count(7).values()) == 7
     (tmp_path / "go").touch()
     assert _line(proc) == f"{first} ping"
+
+
+def test_dr_share_zero_keeps_its_pinned_flow(dr: Bed, tmp_path: Path) -> None:
+    dr.load("rr", {"r1": 1, "r2": 1, "r3": 1})
+    proc, first = dr.hold(tmp_path / "go")
+    assert first in NAMES
+    # quiesced (share 0): no new connection, but it stays in the address map, so its pins still hold
+    assert dr.load("rr", {n: (0 if n == first else 1) for n in NAMES}) >= 1
+    assert first not in dr.count(4)
+    (tmp_path / "go").touch()
+    assert _line(proc) == f"{first} ping"
