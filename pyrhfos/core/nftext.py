@@ -1,5 +1,5 @@
-"""nft's syntax for the ruleset's libnftables JSON commands: ``describe`` (pulse -t, one block per table)
-and ``script`` (the transaction itself where libnftables' JSON parser lacks a statement we use).
+"""nft's syntax for the ruleset's libnftables JSON commands: ``describe``, pulse -t's text, one block
+per table. Display only: the table itself goes to libnftables as JSON (net/nft.py), never as text.
 
 Pure: reads the commands core/ruleset.py builds; refuses any string that is not a plain token.
 """
@@ -14,7 +14,6 @@ from typing import Any
 Json = dict[str, Any]
 
 
-# -- nft's own syntax (the transaction on libnftables < 1.0.9): the same commands, one a line ------
 _TOKEN = re.compile(r"[A-Za-z0-9_.:/@-]{1,64}")
 _OPS = frozenset({"==", "!=", "<", ">", "<=", ">=", "add", "update", "delete"})
 
@@ -22,8 +21,8 @@ _OPS = frozenset({"==", "!=", "<", ">", "<=", ">=", "add", "update", "delete"})
 @functools.lru_cache(maxsize=8192)
 def _t(value: Any) -> str:
     """A value as it stands in the text, refused unless it is a plain token (a name, an address, a
-    device, a type, a number): no quote, blank, brace or semicolon can reach the text from a config
-    file. Every string written passes here (cached: a table repeats few distinct ones)."""
+    device, a type, a number): the text reads as nft's own. Every string written passes here (cached:
+    a table repeats few distinct ones)."""
     text = str(value)
     if not _TOKEN.fullmatch(text):
         raise ValueError(f"not a plain token for nft: {text!r}")
@@ -34,62 +33,15 @@ def _types(type_: str | Sequence[str]) -> str:
     return _t(type_) if isinstance(type_, str) else " . ".join(_t(x) for x in type_)
 
 
-def _declaration(kind: str, body: Json) -> str:
-    """A set's or map's ``{ type ...; flags ...; timeout ...; elements = {...}; }``."""
-    type_ = _types(body["type"])
-    if kind == "map":
-        type_ = f"{type_} : {_t(body['map'])}"
-    parts = [f"type {type_}"]
-    if body.get("flags"):
-        parts.append(f"flags {','.join(_t(f) for f in body['flags'])}")
-    if "timeout" in body:
-        parts.append(f"timeout {_t(body['timeout'])}s")
-    if body.get("elem"):
-        parts.append(f"elements = {{ {_elements(body['elem'])} }}")
-    return "{ " + "; ".join(parts) + "; }"
-
-
 def _elements(elems: Sequence[Any]) -> str:
     return ", ".join(f"{_expr(e[0])} : {_expr(e[1])}" if isinstance(e, list) else _expr(e) for e in elems)
-
-
-def script(commands: Sequence[dict[str, Any]]) -> str:
-    """The commands in nft's syntax, one a line, in their order: for libnftables' text parser, which
-    has the map update statement that its JSON parser lacks before 1.0.9. One ``cmd`` call is one
-    transaction, as one ``json_cmd`` is. ValueError for a string that is not a plain token."""
-    lines = []
-    for cmd in commands:
-        (verb, obj), *_ = cmd.items()
-        (kind, body), *_ = obj.items()
-        if verb not in ("add", "delete"):
-            raise ValueError(f"no nft syntax for {verb!r}")
-        if kind == "table":
-            lines.append(f"{verb} table {_t(body['family'])} {_t(body['name'])}")
-            continue
-        where = f"{_t(body['family'])} {_t(body['table'])}"
-        if kind == "chain":
-            head = " ".join(_chain_head(body))
-            lines.append(f"{verb} chain {where} {_t(body['name'])}" + (f" {{ {head} }}" if head else ""))
-        elif kind in ("set", "map"):
-            lines.append(f"{verb} {kind} {where} {_t(body['name'])} {_declaration(kind, body)}")
-        elif kind == "element":
-            lines.append(f"{verb} element {where} {_t(body['name'])} {{ {_elements(body['elem'])} }}")
-        elif kind == "rule":
-            rule = " ".join(_expr(e) for e in body["expr"])
-            lines.append(f"{verb} rule {where} {_t(body['chain'])} {rule}")
-        elif kind == "ct timeout":
-            decl = f"protocol {_t(body['protocol'])}; l3proto {_t(body['l3proto'])}; {_policy(body)};"
-            lines.append(f"{verb} ct timeout {where} {_t(body['name'])} {{ {decl} }}")
-        else:
-            raise ValueError(f"no nft syntax for {verb} {kind}")
-    return "\n".join(lines) + "\n"
 
 
 def _policy(body: Json) -> str:
     return "policy = { " + ", ".join(f"{_t(k)} : {_t(v)}" for k, v in body["policy"].items()) + " }"
 
 
-# -- expressions, shared by both ----------------------------------------------------------------------
+# -- expressions ------------------------------------------------------------------------------------------
 def _expr(e: Any) -> str:
     if not isinstance(e, dict):
         return _t(e)
@@ -123,11 +75,7 @@ def _expr(e: Any) -> str:
         return f"{_expr(val['key'])} vmap {{ {entries} }}"
     if kind == "mangle":
         return f"{_expr(val['key'])} set {_expr(val['value'])}"
-    if kind == "map" and "op" in val:  # the statement: add or refresh an element
-        if val["op"] not in _OPS:
-            raise ValueError(f"not an nft map statement: {val['op']!r}")
-        return f"{val['op']} {_t(val['map'])} {{ {_expr(val['elem'])} : {_expr(val['data'])} }}"
-    if kind == "map":  # the lookup expression, in a named map or an anonymous one
+    if kind == "map":  # a lookup, in a named map or an anonymous one
         data = val["data"]
         if isinstance(data, dict):
             return f"{_expr(val['key'])} map {{ {_elements(data['set'])} }}"

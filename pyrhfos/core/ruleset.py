@@ -1,5 +1,5 @@
 """The LVS director's nftables ruleset: config model + backends in effect -> libnftables JSON commands.
-Pure: builds the whole of our table(s) as data (``build``); core/nftext.py writes it in nft syntax.
+Pure: builds the whole of our table(s) as data (``build``); core/nftext.py shows it in nft syntax.
 
 Layout (docs: lvs-design.md):
 - ``network = nat``: ``table ip pyrhfos``; chain ``prerouting`` (nat, dstnat) jumps per virtual (VIP +
@@ -8,23 +8,20 @@ Layout (docs: lvs-design.md):
   vmap, ranges as wide as ``Backend.share``) to ``b-NAME-SERVER``, which refreshes its persistence set and
   ``dnat``s. Conntrack keeps the choice for the rest of the connection.
 - ``network = direct``: ``table netdev pyrhfos``, one ingress chain ``in-DEV`` per VIP device. netdev has
-  no conntrack, so a flow's choice is pinned in the virtual's one map ``pin-NAME`` (``ip saddr .
-  th sport -> backend id``, a mark). The virtual's chain puts an id in the mark and goes to
-  ``fwd-NAME``: from the pin (``meta mark set <flow> map @pin-NAME``; a miss ends the rule with the
-  mark as it was), else from persistence (``per-NAME``, ``ip saddr & pmask -> id``), else from the
-  scheduler (``numgen``/``jhash`` ``mod S map { range : id }``). ``fwd-NAME`` refreshes the maps with
-  the mark (an element that exists keeps its value and only restarts its timeout) and ends in
-  ``fwd ip to meta mark map @addr-NAME device DEV``. One lookup per step and no chain per backend,
-  whatever the number of servers. The mark is a scratch register here: the packet is forwarded out
-  at once and never enters the IP stack (a fwmark virtual was already matched by its mark).
-  ``addr-NAME`` holds the backends of the table (share 0 too), each element's comment naming it.
-  Since an element keeps its value, only the elements whose id is a backend of the new table are
-  carried over a swap (``live_ids``): a server that left the table loses its clients, who are
-  scheduled afresh. A backend's id comes from its name (``backend_ids``), not its position, so a
-  reload that reorders the servers keeps the pins right.
-- Loading: libnftables' JSON parser has no map update statement before nftables 1.0.9 (Debian's is
-  1.0.6), so on such a library ``script`` (core/nftext.py) writes the same commands one per line in
-  nft's syntax (one ``cmd`` call, one transaction; every string checked against a plain-token pattern).
+  no conntrack, so each backend has a dynamic set ``pin-NAME-SERVER`` of its flows (``ip saddr . th
+  sport``) and, with ``persistent``, ``per-NAME-SERVER`` of its (masked) clients. The virtual's chain
+  puts the backend's id in the mark and goes to ``fwd-NAME``: a hit in a pin set (``<flow>
+  @pin-NAME-SERVER meta mark set ID``), else in a persistence set, else the scheduler's map
+  (``numgen``/``jhash`` ``mod S map { range : id }``). ``fwd-NAME`` refreshes the sets of the backend
+  the mark names (``meta mark ID update @pin-NAME-SERVER { flow }``, one rule per backend) and ends in
+  ``fwd ip to meta mark map @addr-NAME device DEV``: no chain per backend. The mark is a scratch
+  register here: the packet is forwarded out at once and never enters the IP stack (a fwmark virtual
+  was already matched by its mark). ``addr-NAME`` holds the backends of the table (share 0 too, so a
+  quiesced server's pins hold); a server that left the table (down) has no sets, so its clients are
+  scheduled afresh. A backend's id comes from its name (``backend_ids``), not its position.
+  Why sets and not one map per virtual: libnftables' JSON parser has no map update statement before
+  nftables 1.0.9 (Debian's is 1.0.6), and the table goes through JSON only. The cost: a pinned packet
+  does one set lookup per backend ahead of its own and one mark comparison per backend.
 - Conntrack timeouts (NAT), with ``build(..., ct_timeouts=True)``: ``tcp_timeout``/``tcpfin_timeout``/
   ``udp_timeout`` become ``ct timeout`` objects set by the virtual's dispatch rule in ``prerouting``.
   Checked on this kernel: the kernel applies a ct timeout only to an entry that exists and is not yet
@@ -32,11 +29,11 @@ Layout (docs: lvs-design.md):
   place, a raw-priority chain is not (it loads and does nothing). The kernel takes them (loaded with
   nft's text parser in a namespace, conntrack -L shows the timeout), but Debian's libnftables 1.0.6 JSON
   parser drops a ct timeout's ``policy`` (upstream fix "parser_json: Wrong check in
-  json_parse_ct_timeout_policy()", not in 1.0.6), so through JSON the object loads empty. On 1.0.6 the
-  engine now loads through the text parser (see Loading), which keeps it (tests/net/test_nft_lab.py).
-  The default is still False: the director sets these as its namespace's sysctls
-  (net.netfilter.nf_conntrack_tcp_timeout_established, ..._fin_wait/_close_wait/_last_ack/_time_wait,
-  nf_conntrack_udp_timeout and ..._stream); turning it on is the director's choice.
+  json_parse_ct_timeout_policy()", not in 1.0.6), so through JSON the object loads empty there
+  (tests/net/test_nft_lab.py, xfail on such a library). The default is False: the director sets these
+  as its namespace's sysctls (net.netfilter.nf_conntrack_tcp_timeout_established, ..._fin_wait/
+  _close_wait/_last_ack/_time_wait, nf_conntrack_udp_timeout and ..._stream); turning it on is the
+  director's choice.
 - A fwmark virtual's backends keep the packet's destination port (``dnat to ADDR``), as IPVS does.
 - Persistence lasts ``persistent`` seconds after the client's last new connection in NAT (the nat chain
   sees first packets only) and after its last packet in direct routing.
@@ -52,8 +49,7 @@ from ipaddress import IPv4Address
 from typing import Any
 
 from ..config.model import Config, NetworkMode, Server, Virtual
-from .nftext import describe as describe  # pulse -t's text, and nft's syntax for
-from .nftext import script as script  # the transaction: core/nftext.py
+from .nftext import describe as describe  # pulse -t's text: core/nftext.py
 
 TABLE = "pyrhfos"  # the one table name, in family ip (NAT) and/or netdev (direct routing)
 FAMILIES = ("ip", "netdev")
@@ -108,34 +104,23 @@ def backend_chain(virtual: str, server: str) -> str:
 
 
 def persist_set(virtual: str, server: str) -> str:
-    """NAT: the dynamic set of (masked) client addresses persistent to this backend. Direct routing:
-    the name under which ``NftEngine.set_sizes`` counts this backend's clients in ``persist_map``."""
+    """The dynamic set of (masked) client addresses persistent to this backend (NAT and direct)."""
     return f"per-{_part(virtual)}-{_part(server)}"
 
 
 def pin_set(virtual: str, server: str) -> str:
-    """Direct routing: the name under which ``NftEngine.set_sizes`` counts the flows pinned to this
-    backend (they live in the virtual's ``pin_map``)."""
+    """Direct routing: the dynamic set of flows (``client . source port``) pinned to this backend."""
     return f"pin-{_part(virtual)}-{_part(server)}"
 
 
-def pin_map(virtual: str) -> str:
-    """Direct routing: the virtual's dynamic map ``client . source port -> backend id``."""
-    return f"pin-{_part(virtual)}"
-
-
-def persist_map(virtual: str) -> str:
-    """Direct routing: the virtual's dynamic map ``(masked) client -> backend id`` (persistence)."""
-    return f"per-{_part(virtual)}"
-
-
 def address_map(virtual: str) -> str:
-    """Direct routing: the virtual's constant map ``backend id -> address`` (its backends in the table)."""
+    """Direct routing: the virtual's constant map ``backend id -> address`` (its backends in the table,
+    share 0 too)."""
     return f"addr-{_part(virtual)}"
 
 
 def forward_chain(virtual: str) -> str:
-    """Direct routing: the virtual's one chain that refreshes the maps and forwards by the id."""
+    """Direct routing: the virtual's one chain that refreshes the backend's sets and forwards by the id."""
     return f"fwd-{_part(virtual)}"
 
 
@@ -248,13 +233,6 @@ class _Table:
         body = {**self._ref(), "name": name, "type": type_, "flags": ["timeout"], "timeout": timeout}
         self.objects.append({"add": {"set": body}})
 
-    def dynamic_map(self, name: str, type_: str | list[str], timeout: int) -> None:
-        """key -> backend id (a mark), filled by the packets; no size: an explicit one makes the kernel
-        allocate (and, at the next swap, free) a bucket table that large, which costs milliseconds
-        per map, so nft's default (65535 elements) holds."""
-        body = {**self._ref(), "name": name, "type": type_, "map": "mark", "flags": ["timeout"]}
-        self.objects.append({"add": {"map": body | {"timeout": timeout}}})
-
     def constant_map(self, name: str, type_: str, data: str, elems: list[list[Any]]) -> None:
         body = {**self._ref(), "name": name, "type": type_, "map": data, "elem": elems}
         self.objects.append({"add": {"map": body}})
@@ -317,14 +295,17 @@ def _virtual(t: _Table, cfg: Config, vt: VirtualTable, device: str | None) -> No
         bchain = backend_chain(v.name, b.name)
         if v.persistent:
             elem = _source(v.pmask)
-            t.rule(bchain, {"set": {"op": "update", "elem": elem, "set": f"@{persist_set(v.name, b.name)}"}})
+            t.rule(bchain, _update(elem, persist_set(v.name, b.name)))
         t.rule(bchain, *_deliver(v, b.address, b.port, None))
 
 
 def _pinned(t: _Table, cfg: Config, vt: VirtualTable, device: str) -> None:
-    """Direct routing: each step puts a backend id in the mark and goes to ``fwd-NAME``: the flow's
-    pin, else the client's persistence, else the scheduler (a miss ends the rule with the mark as it
-    was). ``fwd-NAME`` writes the id into the maps and forwards to ``addr-NAME``'s address for it."""
+    """Direct routing: each step puts the backend's id in the mark and goes to ``fwd-NAME``: a hit in
+    one of the backends' pin sets, else in their persistence sets, else the scheduler's map.
+    ``fwd-NAME`` refreshes the sets of the backend the mark names and forwards to ``addr-NAME``'s
+    address for it. libnftables 1.0.6's JSON parser has no map update, so the pins are sets, one per
+    backend: a pinned packet costs one set lookup per backend before its own, then one mark
+    comparison per backend."""
     v = vt.virtual
     chain, forward = virtual_chain(v.name), forward_chain(v.name)
     ids = backend_ids(b.name for b in vt.backends)
@@ -332,23 +313,26 @@ def _pinned(t: _Table, cfg: Config, vt: VirtualTable, device: str) -> None:
     if vt.backends:
         t.chain(forward)
         pin_timeout = (cfg.udp_timeout or PIN_UDP) if v.protocol == "udp" else (cfg.tcp_timeout or PIN_TCP)
-        t.dynamic_map(pin_map(v.name), ["ipv4_addr", "inet_service"], pin_timeout)
-        # the comment names the backend for NftEngine.set_sizes (backend_counts)
-        named = [
-            [{"elem": {"val": ids[b.name], "comment": _part(b.name)}}, str(b.address)] for b in vt.backends
-        ]
-        t.constant_map(address_map(v.name), "mark", "ipv4_addr", named)
+        addresses = [[ids[b.name], str(b.address)] for b in vt.backends]  # share 0 too: its pins hold
+        t.constant_map(address_map(v.name), "mark", "ipv4_addr", addresses)
         go = {"goto": {"target": forward}}
-        t.rule(chain, _set_mark(_flow(), f"@{pin_map(v.name)}"), go)
+        for b in vt.backends:
+            t.dynamic_set(pin_set(v.name, b.name), ["ipv4_addr", "inet_service"], pin_timeout)
+            t.rule(chain, _match(_flow(), f"@{pin_set(v.name, b.name)}"), _set_mark(ids[b.name]), go)
         if v.persistent:
-            t.dynamic_map(persist_map(v.name), "ipv4_addr", v.persistent)
-            t.rule(chain, _set_mark(_source(v.pmask), f"@{persist_map(v.name)}"), go)
+            for b in vt.backends:
+                name = persist_set(v.name, b.name)
+                t.dynamic_set(name, "ipv4_addr", v.persistent)
+                t.rule(chain, _match(_source(v.pmask), f"@{name}"), _set_mark(ids[b.name]), go)
         if modulus:
-            t.rule(chain, _set_mark(_scheduler_key(v, modulus), {"set": ranges}), go)
-        # updates of their own: a full map must not stop the forward
-        t.rule(forward, _map_update(_flow(), pin_map(v.name)))
-        if v.persistent:
-            t.rule(forward, _map_update(_source(v.pmask), persist_map(v.name)))
+            scheduled = {"map": {"key": _scheduler_key(v, modulus), "data": {"set": ranges}}}
+            t.rule(chain, _set_mark(scheduled), go)
+        for b in vt.backends:
+            # updates in rules of their own: a full set must not stop the forward
+            updates = [_update(_flow(), pin_set(v.name, b.name))]
+            if v.persistent:
+                updates.append(_update(_source(v.pmask), persist_set(v.name, b.name)))
+            t.rule(forward, _match(_meta("mark"), ids[b.name]), *updates)
         by_id = {"map": {"key": _meta("mark"), "data": f"@{address_map(v.name)}"}}
         t.rule(forward, {"fwd": {"dev": device, "family": "ip", "addr": by_id}})
     if not modulus and v.sorry_server is not None:
@@ -356,15 +340,14 @@ def _pinned(t: _Table, cfg: Config, vt: VirtualTable, device: str) -> None:
     # else: nothing matches; the packet reaches the director itself, which answers with a reset.
 
 
-def _set_mark(key: Json, data: str | Json) -> Json:
-    """``meta mark set KEY map DATA``: a miss ends the rule (the mark unchanged)."""
-    return {"mangle": {"key": _meta("mark"), "value": {"map": {"key": key, "data": data}}}}
+def _set_mark(value: Any) -> Json:
+    """``meta mark set VALUE``; a map lookup that misses ends the rule (the mark unchanged)."""
+    return {"mangle": {"key": _meta("mark"), "value": value}}
 
 
-def _map_update(key: Json, map_name: str) -> Json:
-    """``update @MAP { KEY : meta mark }``: libnftables' JSON map statement (nftables >= 1.0.9; for
-    older ones core/nftext.script writes it in nft's syntax). An element that exists keeps its value."""
-    return {"map": {"op": "update", "elem": key, "data": _meta("mark"), "map": f"@{map_name}"}}
+def _update(key: Json, set_name: str) -> Json:
+    """``update @SET { KEY }``: adds the element, or restarts the timeout of the one there."""
+    return {"set": {"op": "update", "elem": key, "set": f"@{set_name}"}}
 
 
 def _deliver(v: Virtual, address: IPv4Address, port: int, device: str | None) -> list[Json]:
@@ -440,44 +423,12 @@ def dynamic_sets(commands: Iterable[dict[str, Any]]) -> dict[tuple[str, str], Js
     return found
 
 
-def _named_ids(m: Json) -> dict[int, str]:
-    """An address map's ``id -> backend name part`` (the elements' comments)."""
-    out: dict[int, str] = {}
-    for key, _ in m.get("elem", ()):
-        if isinstance(key, dict) and "elem" in key:
-            out[key["elem"]["val"]] = key["elem"].get("comment", "")
-    return out
-
-
 def live_ids(commands: Iterable[dict[str, Any]]) -> dict[tuple[str, str], frozenset[int]]:
-    """(family, map name) -> the backend ids of the new table for each virtual's pin and persistence
-    map (the keys of its address map): the only values worth carrying over, since an element keeps
-    its value when refreshed and one holding another id would point at no backend."""
-    found: dict[tuple[str, str], frozenset[int]] = {}
-    for cmd in commands:
-        body = cmd.get("add", {}).get("map")
-        if body and body.get("table") == TABLE and body["name"].startswith("addr-"):
-            ids = frozenset(_named_ids(body))
-            virtual = body["name"].removeprefix("addr-")
-            for prefix in ("pin", "per"):
-                found[(body["family"], f"{prefix}-{virtual}")] = ids
-    return found
-
-
-def backend_counts(maps: Iterable[Json]) -> dict[str, int]:
-    """From listed maps (libnftables JSON, elements included): elements per backend of each pin and
-    persistence map, named as ``pin_set``/``persist_set`` name them (``pin-V-S``, ``per-V-S``), every
-    backend of the virtual's address map counted (0 if none)."""
-    maps = list(maps)
-    named = {m["name"].removeprefix("addr-"): _named_ids(m) for m in maps if m["name"].startswith("addr-")}
-    out: dict[str, int] = {}
-    for m in maps:
-        prefix, _, virtual = m["name"].partition("-")
-        if m.get("map") != "mark" or prefix not in ("pin", "per"):
-            continue
-        names = {i: f"{prefix}-{virtual}-{part}" for i, part in named.get(virtual, {}).items()}
-        out.update(dict.fromkeys(names.values(), 0))
-        for elem in m.get("elem", ()):
-            if isinstance(elem, list) and elem[1] in names:
-                out[names[elem[1]]] += 1
-    return out
+    """(family, map name) -> the values worth carrying over for each dynamic map the commands add.
+    The tables have no dynamic map (every dynamic set is carried whole), so it is empty; kept for
+    bench/lvs_load.py, which fills maps with these values."""
+    return {
+        (body["family"], body["name"]): frozenset()
+        for body in dynamic_sets(commands).values()
+        if "map" in body
+    }

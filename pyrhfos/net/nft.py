@@ -1,9 +1,8 @@
 """Our nftables table(s) in this network namespace, through libnftables (Debian python3-nftables).
 Owns replacing them in one transaction (keeping dynamic set elements), removing and reading them.
 
-The commands come from pyrhfos.core.ruleset.build as libnftables JSON; nothing here builds a rule. A
-libnftables older than 1.0.9 has no map update statement in its JSON parser, so there the same
-commands go to its text parser as ruleset.script writes them (one call, one transaction).
+The commands come from pyrhfos.core.ruleset.build as libnftables JSON and go to its JSON API only
+(``json_cmd``, one call per transaction); nothing here builds a rule or writes nft text.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..core.ruleset import FAMILIES, TABLE, backend_counts, dynamic_sets, live_ids, script
+from ..core.ruleset import FAMILIES, TABLE, dynamic_sets
 
 Json = dict[str, Any]
 
@@ -40,38 +39,17 @@ def available() -> str | None:
     return None
 
 
-JSON_MAP_STATEMENT = (1, 0, 9)  # the first libnftables whose JSON parser has the map update statement
-
-
 class NftEngine:
     """Our table (``pyrhfos``, family ip and/or netdev) in the namespace this process runs in."""
 
     def __init__(self, nft: Any | None = None) -> None:
         self._nft = nft if nft is not None else _library()
-        self._json_maps: bool | None = None  # learnt once, from the first answer's metainfo
 
     def _run(self, commands: Sequence[Json]) -> Any:
         rc, out, err = self._nft.json_cmd({"nftables": list(commands)})
         if rc != 0:
             raise NftError(str(err).strip() or f"libnftables failed ({rc})")
-        if self._json_maps is None:
-            self._json_maps = _version(out) >= JSON_MAP_STATEMENT
         return out
-
-    def _load(self, commands: Sequence[Json]) -> None:
-        """One transaction: JSON where libnftables parses all of it, else nft's syntax."""
-        if self._json_maps is None:
-            self._run([{"list": {"tables": {}}}])
-        if self._json_maps:
-            self._run(commands)
-            return
-        try:
-            text = script(commands)
-        except ValueError as exc:
-            raise NftError(str(exc)) from exc
-        rc, _, err = self._nft.cmd(text)
-        if rc != 0:
-            raise NftError(str(err).strip() or f"libnftables failed ({rc})")
 
     def _families(self) -> list[str]:
         """The families in which our table exists now."""
@@ -102,15 +80,9 @@ class NftEngine:
         return bool(families)
 
     def set_sizes(self) -> dict[str, int]:
-        """Elements per backend: NAT's persistence sets by name; in direct routing, the virtual's pin
-        and persistence maps counted per backend id, as ``pin_set``/``persist_set`` name them."""
-        listed = self._listed()
-        sizes = {
-            name: len(body.get("elem", ()))
-            for (_, name), body in self._sets(listed).items()
-            if "map" not in body
-        }
-        return sizes | backend_counts(b for b in listed if "map" in b)
+        """Elements per dynamic set, by name: persistence sets (``persist_set``) and, in direct
+        routing, pin sets (``pin_set``), one of each per backend."""
+        return {name: len(body.get("elem", ())) for (_, name), body in self._sets(self._listed()).items()}
 
     def replace(self, commands: Sequence[Json]) -> int:
         """Apply ``commands`` (ruleset.build's whole-table swap) in one transaction, re-adding the
@@ -122,24 +94,19 @@ class NftEngine:
             k for k in ("set", "map") if any(("map" in b) == (k == "map") for b in dynamic.values())
         )
         old = self._sets(self._listed(kinds)) if kinds else {}
-        live = live_ids(commands)
         carried: list[Json] = []
         count = 0
         for key, new in dynamic.items():
             if key not in old:
                 continue
-            listed = old[key].get("elem", ())
-            if "map" in new:  # only the elements holding the id of a backend still in the table
-                ids = live.get(key, frozenset())
-                listed = [x for x in listed if isinstance(x, list) and x[1] in ids]
-            elems = [e for e in (_carry(x, new.get("timeout")) for x in listed) if e]
+            elems = [e for e in (_carry(x, new.get("timeout")) for x in old[key].get("elem", ())) if e]
             if elems:
                 family, name = key
                 carried.append(
                     {"add": {"element": {"family": family, "table": TABLE, "name": name, "elem": elems}}}
                 )
                 count += len(elems)
-        self._load([*commands, *carried])
+        self._run([*commands, *carried])
         return count
 
 
@@ -148,17 +115,6 @@ def _objects(out: Any, kind: str) -> list[Json]:
     if not isinstance(out, dict):
         return []
     return [o for o in out.get("nftables", ()) if kind in o]
-
-
-def _version(out: Any) -> tuple[int, ...]:
-    """libnftables' version from an answer's metainfo; (0,) if it says none."""
-    for o in out.get("nftables", ()) if isinstance(out, dict) else ():
-        if "metainfo" in o:
-            try:
-                return tuple(int(p) for p in str(o["metainfo"].get("version", "0")).split("."))
-            except ValueError:
-                return (0,)
-    return (0,)
 
 
 def _carry(elem: Any, limit: int | None) -> Any:

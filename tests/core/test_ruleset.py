@@ -205,42 +205,54 @@ def test_direct_routing_ingress_pins_and_fwd() -> None:
     assert rules(cmds, "in-eth0")[0][-1] == {"jump": {"target": "v-web"}}
     # no chain per backend: the virtual's chain and its one forwarding chain
     assert [c["name"] for c in added(cmds, "chain") if "hook" not in c] == ["v-web", "fwd-web"]
-    assert added(cmds, "set") == []  # one pin map and one persistence map per virtual, no set
-    maps = {m["name"]: m for m in added(cmds, "map")}
-    assert set(maps) == {"pin-web", "per-web", "addr-web"}
-    pin = {"family": "netdev", "table": TABLE, "name": "pin-web", "type": ["ipv4_addr", "inet_service"]}
-    assert maps["pin-web"] == pin | {"map": "mark", "flags": ["timeout"], "timeout": 1200}
-    assert (maps["per-web"]["type"], maps["per-web"]["timeout"]) == ("ipv4_addr", 120)
+    # one pin set and one persistence set per backend (s2 too, at share 0: its pinned flows continue)
+    sets = {s["name"]: s for s in added(cmds, "set")}
+    assert set(sets) == {f"{kind}-web-s{i}" for kind in ("pin", "per") for i in (1, 2, 3)}
+    pin = {"family": "netdev", "table": TABLE, "name": "pin-web-s1", "type": ["ipv4_addr", "inet_service"]}
+    assert sets["pin-web-s1"] == pin | {"flags": ["timeout"], "timeout": 1200}
+    assert (sets["per-web-s2"]["type"], sets["per-web-s2"]["timeout"]) == ("ipv4_addr", 120)
     ids = ruleset.backend_ids(["s1", "s2", "s3"])
-    # every backend in the table (s2 too, at share 0: its pinned flows continue), named by comment
-    assert (maps["addr-web"]["type"], maps["addr-web"]["map"]) == ("mark", "ipv4_addr")
-    assert maps["addr-web"]["elem"] == [
-        [{"elem": {"val": ids[s.name], "comment": s.name}}, str(s.address)] for s in SERVERS
-    ]
+    (addr,) = added(cmds, "map")  # the one map: constant, every backend in the table
+    assert (addr["name"], addr["type"], addr["map"]) == ("addr-web", "mark", "ipv4_addr")
+    assert addr["elem"] == [[ids[s.name], str(s.address)] for s in SERVERS]
     go = {"goto": {"target": "fwd-web"}}
     saddr = {"payload": {"protocol": "ip", "field": "saddr"}}
 
-    def set_mark(key: Any, data: Any) -> dict[str, Any]:
-        return {"mangle": {"key": MARK, "value": {"map": {"key": key, "data": data}}}}
+    def set_mark(value: Any) -> dict[str, Any]:
+        return {"mangle": {"key": MARK, "value": value}}
 
-    # one lookup per step whatever the number of servers; a miss ends the rule with the mark as it was
+    def hit(key: Any, name: str) -> dict[str, Any]:
+        return {"match": {"op": "==", "left": key, "right": f"@{name}"}}
+
+    # pins, then persistence, then the scheduler; a map lookup that misses ends the rule
     numgen = {"numgen": {"mode": "inc", "mod": 3, "offset": 0}}
+    sched = {"map": {"key": numgen, "data": {"set": [[0, ids["s1"]], [{"range": [1, 2]}, ids["s3"]]]}}}
     assert rules(cmds, "v-web") == [
-        [set_mark(FLOW, "@pin-web"), go],
-        [set_mark(saddr, "@per-web"), go],
-        [set_mark(numgen, {"set": [[0, ids["s1"]], [{"range": [1, 2]}, ids["s3"]]]}), go],
+        *([hit(FLOW, f"pin-web-s{i}"), set_mark(ids[f"s{i}"]), go] for i in (1, 2, 3)),
+        *([hit(saddr, f"per-web-s{i}"), set_mark(ids[f"s{i}"]), go] for i in (1, 2, 3)),
+        [set_mark(sched), go],
     ]
     by_id = {"map": {"key": MARK, "data": "@addr-web"}}
+
+    def update(key: Any, name: str) -> dict[str, Any]:
+        return {"set": {"op": "update", "elem": key, "set": f"@{name}"}}
+
     assert rules(cmds, "fwd-web") == [
-        [{"map": {"op": "update", "elem": FLOW, "data": MARK, "map": "@pin-web"}}],
-        [{"map": {"op": "update", "elem": saddr, "data": MARK, "map": "@per-web"}}],
+        *(
+            [
+                {"match": {"op": "==", "left": MARK, "right": ids[f"s{i}"]}},
+                update(FLOW, f"pin-web-s{i}"),
+                update(saddr, f"per-web-s{i}"),
+            ]
+            for i in (1, 2, 3)
+        ),
         [{"fwd": {"dev": "eth0", "family": "ip", "addr": by_id}}],
     ]
 
 
 def test_direct_pin_timeouts_default_per_protocol() -> None:
     def timeouts(v: Virtual, **cfg: Any) -> set[int]:
-        return {m["timeout"] for m in added(direct(table(v), **cfg), "map") if "timeout" in m}
+        return {m["timeout"] for m in added(direct(table(v), **cfg), "set") if "timeout" in m}
 
     assert timeouts(WEB) == {900}
     assert timeouts(replace(WEB, protocol="udp")) == {300}
@@ -258,89 +270,60 @@ def test_backend_ids_come_from_names_not_positions() -> None:
     # a reload that reorders the servers writes the same id for each server
     def addresses(v: Virtual) -> dict[int, str]:
         (m,) = [m for m in added(direct(table(v)), "map") if m["name"] == "addr-web"]
-        return {k["elem"]["val"]: addr for k, addr in m["elem"]}
+        return dict(m["elem"])
 
     assert addresses(replace(WEB, servers=SERVERS[::-1])) == addresses(WEB)
 
 
-def test_direct_without_backends_has_no_maps_and_a_fwmark_virtual_is_pinned_too() -> None:
-    assert added(direct(VirtualTable(WEB, ())), "map") == []
+def test_direct_without_backends_has_no_sets_and_a_fwmark_virtual_is_pinned_too() -> None:
+    empty = direct(VirtualTable(WEB, ()))
+    assert added(empty, "map") == [] and added(empty, "set") == []
     sorry = direct(VirtualTable(replace(WEB, sorry_server=A("198.51.100.9")), ()))
     assert rules(sorry, "v-web") == [[{"fwd": {"dev": "eth0", "family": "ip", "addr": "198.51.100.9"}}]]
     cmds = direct(table(replace(WEB, fwmark=5)))
     assert rules(cmds, "in-eth0")[0][0] == {"match": {"op": "==", "left": MARK, "right": 5}}
-    assert {m["name"] for m in added(cmds, "map")} == {"pin-web", "addr-web"}
+    assert {m["name"] for m in added(cmds, "map")} == {"addr-web"}
+    assert {s["name"] for s in added(cmds, "set")} == {"pin-web-s1", "pin-web-s2", "pin-web-s3"}
 
 
-def test_live_ids_are_the_ids_of_the_new_tables_backends() -> None:
-    cmds = direct(table(replace(WEB, persistent=30), (1, 0, 1)))
-    ids = ruleset.backend_ids(["s1", "s2", "s3"])
-    assert ruleset.live_ids(cmds) == {
-        ("netdev", "pin-web"): frozenset(ids.values()),
-        ("netdev", "per-web"): frozenset(ids.values()),
-    }
-    one = direct(VirtualTable(WEB, (ruleset.backend_of(WEB, SERVERS[0], 1),)))
-    assert ruleset.live_ids(one)[("netdev", "pin-web")] == frozenset({ids["s1"]})
+def test_no_dynamic_map_so_live_ids_is_empty() -> None:
+    assert ruleset.live_ids(direct(table(replace(WEB, persistent=30), (1, 0, 1)))) == {}
     assert ruleset.live_ids(nat(table(replace(WEB, persistent=30)))) == {}
 
 
-def test_backend_counts_name_each_backend_from_the_address_map() -> None:
-    ids = ruleset.backend_ids(["s1", "s2"])
-    named = [[{"elem": {"val": ids[s], "comment": s}}, "10.1.1.1"] for s in ids]
-    pins = [
-        [{"elem": {"val": {"concat": ["10.0.0.1", 5]}}}, ids["s2"]],
-        [{"concat": ["10.0.0.2", 6]}, ids["s2"]],
-        ["x", 99],  # an id no backend has: not counted
-    ]
-    listed: list[dict[str, Any]] = [
-        {"name": "addr-web", "map": "ipv4_addr", "elem": named},
-        {"name": "pin-web", "map": "mark", "elem": pins},
-        {"name": "per-web", "map": "mark"},
-    ]
-    counts = ruleset.backend_counts(listed)
-    assert counts == {"pin-web-s1": 0, "pin-web-s2": 2, "per-web-s1": 0, "per-web-s2": 0}
-    assert counts["pin-web-s2"] == 2 and ruleset.pin_set("web", "s2") == "pin-web-s2"
+def test_pin_and_persistence_sets_are_named_per_backend() -> None:
+    cmds = direct(table(replace(WEB, persistent=30)))
+    names = {s["name"] for s in added(cmds, "set")}
+    assert ruleset.pin_set("web", "s2") == "pin-web-s2" and ruleset.persist_set("web", "s2") == "per-web-s2"
+    assert {ruleset.pin_set("web", s.name) for s in SERVERS} <= names
+    assert {ruleset.persist_set("web", s.name) for s in SERVERS} <= names
 
 
-def test_script_is_the_commands_in_nft_syntax_one_a_line() -> None:
-    cmds = direct(table(replace(WEB, persistent=60), (1, 1, 0)))
-    text = ruleset.script(cmds).splitlines()
-    assert len(text) == len(cmds)
-    assert text[:5] == [
-        "add table ip pyrhfos", "delete table ip pyrhfos", "add table netdev pyrhfos",
-        "delete table netdev pyrhfos", "add table netdev pyrhfos"]  # fmt: skip
-    ids = ruleset.backend_ids(["s1", "s2", "s3"])
-    for line in (
-        "map pin-web { type ipv4_addr . inet_service : mark; flags timeout; timeout 900s; }",
-        'chain in-eth0 { type filter hook ingress device "eth0" priority 0; policy accept; }',
-        "rule v-web meta mark set ip saddr . th sport map @pin-web goto fwd-web",
-        f"rule v-web meta mark set numgen inc mod 2 map {{ 0 : {ids['s1']}, 1 : {ids['s2']} }} goto fwd-web",
-        "rule fwd-web update @pin-web { ip saddr . th sport : meta mark }",
-        'rule fwd-web fwd ip to meta mark map @addr-web device "eth0"',
+def _statements(e: Any) -> list[dict[str, Any]]:
+    """Every JSON object nested in ``e``."""
+    if isinstance(e, dict):
+        return [e, *(x for v in e.values() for x in _statements(v))]
+    if isinstance(e, list):
+        return [x for v in e for x in _statements(v)]
+    return []
+
+
+def test_only_json_that_libnftables_1_0_6_parses() -> None:
+    """No map update statement (``{"map": {"op": ...}}``, JSON from nftables 1.0.9 on) anywhere."""
+    for cmds in (
+        direct(table(replace(WEB, persistent=60), (1, 1, 0))),
+        nat(table(replace(WEB, persistent=60))),
+        direct(table(replace(WEB, scheduler="sh"))),
     ):
-        kind, rest = line.split(" ", 1)
-        assert f"add {kind} netdev pyrhfos {rest}" in text, line
-    s1 = ids["s1"]
-    assert f'addr-web {{ type mark : ipv4_addr; elements = {{ {s1} comment "s1" : 198.51.100.11,' in text[6]
-    carried = {"add": {"element": {"family": "netdev", "table": TABLE, "name": "pin-web", "elem": [
-        [{"elem": {"val": {"concat": ["10.0.0.1", 4000]}, "timeout": 30}}, s1]]}}}  # fmt: skip
-    assert ruleset.script([carried]) == (
-        f"add element netdev pyrhfos pin-web {{ 10.0.0.1 . 4000 timeout 30s : {s1} }}\n"
-    )
-    cfg = Config(network=NetworkMode.NAT, tcp_timeout=90)
-    nat_text = ruleset.script(build(cfg, [table(WEB)], ct_timeouts=True))
-    assert (
-        "add ct timeout ip pyrhfos t-tcp { protocol tcp; l3proto ip; policy = { established : 90 }; }"
-        in nat_text
-    )
-    assert 'ct timeout set "t-tcp" jump v-web' in nat_text
+        assert not [o for o in _statements(cmds) if isinstance(o.get("map"), dict) and "op" in o["map"]]
+    assert not hasattr(ruleset, "script")
 
 
 @pytest.mark.parametrize("device", ['eth0"', "eth 0", "eth0;", "eth{0}", "eth#0"])
-def test_script_refuses_what_is_not_a_plain_token(device: str) -> None:
+def test_describe_refuses_what_is_not_a_plain_token(device: str) -> None:
     v = replace(WEB, address=DeviceAddress(A("192.0.2.10"), f"{device}:1"))
     with pytest.raises(ValueError, match="plain token"):
-        ruleset.script(direct(table(v)))
+        describe(direct(table(v)))
 
 
 def test_direct_one_ingress_chain_per_vip_device() -> None:
@@ -413,7 +396,8 @@ def test_inactive_virtual_left_out_and_tunnel_refused() -> None:
 def test_dynamic_sets_lists_what_the_engine_carries_over() -> None:
     cmds = direct(table(replace(WEB, persistent=30), (1, 0, 1)))
     keys = ruleset.dynamic_sets(cmds)
-    assert sorted(keys) == [("netdev", "per-web"), ("netdev", "pin-web")]  # not the constant id map
+    # every backend's sets (s2 at share 0 too), not the constant id map
+    assert sorted(keys) == [("netdev", f"{k}-web-s{i}") for k in ("per", "pin") for i in (1, 2, 3)]
     nat_keys = ruleset.dynamic_sets(nat(table(replace(WEB, persistent=30), (1, 0, 1))))
     assert sorted(nat_keys) == [("ip", f"per-web-s{i}") for i in (1, 2, 3)]
 
@@ -444,9 +428,15 @@ def test_describe_reads_like_nft() -> None:
         assert line in text.splitlines(), line
     dr = describe(direct(table(replace(WEB, scheduler="sh"))))
     assert '\t\ttype filter hook ingress device "eth0" priority 0; policy accept;' in dr.splitlines()
-    assert '\t\tfwd ip to meta mark map @addr-web device "eth0"' in dr.splitlines()
-    assert "\t\tmeta mark set ip saddr . th sport map @pin-web goto fwd-web" in dr.splitlines()
-    assert "\t\ttype ipv4_addr . inet_service : mark" in dr.splitlines()
-    assert 'comment "s1" : 198.51.100.11' in dr
+    ids = ruleset.backend_ids(["s1", "s2", "s3"])
+    for line in (
+        '\t\tfwd ip to meta mark map @addr-web device "eth0"',
+        f"\t\tip saddr . th sport @pin-web-s1 meta mark set {ids['s1']} goto fwd-web",
+        f"\t\tmeta mark {ids['s2']} update @pin-web-s2 {{ ip saddr . th sport }}",
+        "\t\ttype ipv4_addr . inet_service",
+        "\t\ttype mark : ipv4_addr",
+    ):
+        assert line in dr.splitlines(), line
+    assert f"{ids['s1']} : 198.51.100.11" in dr
     assert "meta mark set jhash ip saddr mod 3 seed 0x0 map {" in dr
     assert describe([]) == ""
