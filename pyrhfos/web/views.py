@@ -58,6 +58,26 @@ def _current_or_problem() -> tuple[edits.Current, Any]:
     return current, None
 
 
+def block_post(
+    current: edits.Current, fields: tuple[str, ...], build: Callable[[], Any], summary: str, block: Any
+) -> tuple[Any, dict[str, str], dict[str, str]]:
+    """A block form's POST: (redirect to the diff or None, the values as submitted, errors by field)."""
+    values = {k: request.form.get(k, "") for k in fields}
+    done, errors = _propose(current, build, summary, fields=fields, block=block)
+    return done, values, errors
+
+
+def apply_op(current: edits.Current, ops: dict[str, tuple[Callable[[], Any], str]], op: str) -> Any:
+    """A block's delete/activate/deactivate button: its diff, or why it cannot be done."""
+    if op not in ops:
+        abort(404)
+    done, errors = _propose(current, *ops[op])
+    if done is not None:
+        return done
+    message = "; ".join(errors.values())
+    return render_template("error.html", title="Not changed", message=f"Not changed: {message}"), 422
+
+
 def _propose(current: edits.Current, build: Callable[[], Any], summary: str, **kw: Any) -> Any:
     """Build the new model, check it, keep it pending; redirect to its diff (or None and errors)."""
     try:
@@ -168,13 +188,10 @@ def failover_edit(name: str | None = None) -> Any:
     errors: dict[str, str] = {}
     status = 200
     if request.method == "POST":
-        values = {k: request.form.get(k, "") for k in edits.FAILOVER_FIELDS}
         block = request.form.get("name", "")
         what = f"failover service '{block}' " + ("added" if name is None else "changed")
-        done, errors = _propose(
-            current, lambda: edits.edit_failover(cfg, name, request.form), what,
-            fields=edits.FAILOVER_FIELDS, block=block,
-        )  # fmt: skip
+        build = lambda: edits.edit_failover(cfg, name, request.form)  # noqa: E731
+        done, values, errors = block_post(current, edits.FAILOVER_FIELDS, build, what, block)
         if done is not None:
             return done
         status = 422
@@ -201,13 +218,7 @@ def failover_op(name: str, op: str) -> Any:
         "activate": (lambda: edits.set_active(cfg, name, True), f"failover service '{name}' activated"),
         "deactivate": (lambda: edits.set_active(cfg, name, False), f"failover service '{name}' deactivated"),
     }
-    if op not in ops:
-        abort(404)
-    done, errors = _propose(current, *ops[op])
-    if done is not None:
-        return done
-    message = "; ".join(errors.values())
-    return render_template("error.html", title="Not changed", message=f"Not changed: {message}"), 422
+    return apply_op(current, ops, op)
 
 
 @bp.route("/confirm/<token>", methods=["GET", "POST"])

@@ -14,7 +14,7 @@ from . import edits, lvsedits
 from .auth import login_required
 from .common import bp, settings
 from .control import read_status
-from .views import _current_or_problem, _propose
+from .views import _current_or_problem, apply_op, block_post
 
 NAV_FOS = (
     ("control", "CONTROL/MONITORING"),
@@ -36,11 +36,6 @@ def nav() -> tuple[tuple[str, str], ...]:
 def _running() -> dict[str, Any] | None:
     status, _ = read_status(settings().socket)
     return status
-
-
-def _not_changed(errors: dict[str, str]) -> Any:
-    message = "; ".join(errors.values())
-    return render_template("error.html", title="Not changed", message=f"Not changed: {message}"), 422
 
 
 def _virtual_or_404(cfg: Config, name: str) -> Any:
@@ -80,13 +75,10 @@ def virtual_edit(name: str | None = None) -> Any:
     errors: dict[str, str] = {}
     status = 200
     if request.method == "POST":
-        values = {k: request.form.get(k, "") for k in lvsedits.VIRTUAL_FIELDS}
         block = request.form.get("name", "")
         what = f"virtual server '{block}' " + ("added" if name is None else "changed")
-        done, errors = _propose(
-            current, lambda: lvsedits.edit_virtual(cfg, name, request.form), what,
-            fields=lvsedits.VIRTUAL_FIELDS, block=block,
-        )  # fmt: skip
+        build = lambda: lvsedits.edit_virtual(cfg, name, request.form)  # noqa: E731
+        done, values, errors = block_post(current, lvsedits.VIRTUAL_FIELDS, build, what, block)
         if done is not None:
             return done
         status = 422
@@ -117,10 +109,7 @@ def virtual_op(name: str, op: str) -> Any:
             f"virtual server '{name}' deactivated",
         ),
     }
-    if op not in ops:
-        abort(404)
-    done, errors = _propose(current, *ops[op])
-    return done if done is not None else _not_changed(errors)
+    return apply_op(current, ops, op)
 
 
 @bp.route("/virtual/<name>/servers", methods=["GET"])
@@ -158,14 +147,11 @@ def server_edit(vname: str, name: str | None = None) -> Any:
     errors: dict[str, str] = {}
     status = 200
     if request.method == "POST":
-        values = {k: request.form.get(k, "") for k in lvsedits.SERVER_FIELDS}
         block = request.form.get("name", "")
         done_what = "added" if name is None else "changed"
         what = f"real server '{block}' of virtual server '{vname}' {done_what}"
-        done, errors = _propose(
-            current, lambda: lvsedits.edit_server(cfg, vname, name, request.form), what,
-            fields=lvsedits.SERVER_FIELDS, block=(vname, block),
-        )  # fmt: skip
+        build = lambda: lvsedits.edit_server(cfg, vname, name, request.form)  # noqa: E731
+        done, values, errors = block_post(current, lvsedits.SERVER_FIELDS, build, what, (vname, block))
         if done is not None:
             return done
         status = 422
@@ -194,7 +180,4 @@ def server_op(vname: str, name: str, op: str) -> Any:
         "activate": (lambda: lvsedits.set_server_active(cfg, vname, name, True), f"{what} activated"),
         "deactivate": (lambda: lvsedits.set_server_active(cfg, vname, name, False), f"{what} deactivated"),
     }
-    if op not in ops:
-        abort(404)
-    done, errors = _propose(current, *ops[op])
-    return done if done is not None else _not_changed(errors)
+    return apply_op(current, ops, op)
