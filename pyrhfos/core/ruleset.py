@@ -8,20 +8,24 @@ Layout (docs: lvs-design.md):
   vmap, ranges as wide as ``Backend.share``) to ``b-NAME-SERVER``, which refreshes its persistence set and
   ``dnat``s. Conntrack keeps the choice for the rest of the connection.
 - ``network = direct``: ``table netdev pyrhfos``, one ingress chain ``in-DEV`` per VIP device. netdev has
-  no conntrack, so each backend has a dynamic set ``pin-NAME-SERVER`` of its flows (``ip saddr . th
-  sport``) and, with ``persistent``, ``per-NAME-SERVER`` of its (masked) clients. The virtual's chain
-  puts the backend's id in the mark and goes to ``fwd-NAME``: a hit in a pin set (``<flow>
-  @pin-NAME-SERVER meta mark set ID``), else in a persistence set, else the scheduler's map
-  (``numgen``/``jhash`` ``mod S map { range : id }``). ``fwd-NAME`` refreshes the sets of the backend
-  the mark names (``meta mark ID update @pin-NAME-SERVER { flow }``, one rule per backend) and ends in
-  ``fwd ip to meta mark map @addr-NAME device DEV``: no chain per backend. The mark is a scratch
-  register here: the packet is forwarded out at once and never enters the IP stack (a fwmark virtual
-  was already matched by its mark). ``addr-NAME`` holds the backends of the table (share 0 too, so a
-  quiesced server's pins hold); a server that left the table (down) has no sets, so its clients are
-  scheduled afresh. A backend's id comes from its name (``backend_ids``), not its position.
-  Why sets and not one map per virtual: libnftables' JSON parser has no map update statement before
-  nftables 1.0.9 (Debian's is 1.0.6), and the table goes through JSON only. The cost: a pinned packet
-  does one set lookup per backend ahead of its own and one mark comparison per backend.
+  no conntrack, so each virtual has one dynamic set ``pin-NAME`` of ``ip saddr . th sport . ID`` (the
+  flow and its backend's id) and, with ``persistent``, ``per-NAME`` of ``(masked) ip saddr . ID``. The
+  virtual's chain puts an id in the mark and goes to ``fwd-NAME``: a pin hit (per backend one rule,
+  ``ip saddr . th sport . ID @pin-NAME meta mark set ID``), else a persistence hit, else the
+  scheduler (``numgen``/``jhash`` ``mod S map { range : id }``). ``fwd-NAME`` writes ``flow . meta
+  mark`` into the sets (``update``: adds it, or restarts the timeout of the one there) and ends in
+  ``fwd ip to meta mark map @addr-NAME device DEV``: no chain and no set per backend. The mark is a
+  scratch register here: the packet is forwarded out at once and never enters the IP stack (a fwmark
+  virtual was already matched by its mark), and a lookup that misses leaves it as it was.
+  ``addr-NAME`` holds the backends of the table (share 0 too, so a quiesced server's pins hold), each
+  element's comment naming it for ``NftEngine.set_sizes`` (``backend_counts``). A swap carries over
+  only the elements whose id is a backend of the new table (``live_ids``): a server that left the
+  table (down) loses its clients, who are scheduled afresh. A backend's id comes from its name
+  (``backend_ids``), not its position, so a reload that reorders the servers keeps the pins right.
+  Why the id is in the key, not a map's value: libnftables' JSON parser has no map update statement
+  before nftables 1.0.9 (Debian's is 1.0.6), and the table goes through JSON only; it does take set
+  updates, map lookups and ``fwd`` to a map lookup. The cost: a pinned packet does one lookup per
+  backend listed before its own (a map would do one in all).
 - Conntrack timeouts (NAT), with ``build(..., ct_timeouts=True)``: ``tcp_timeout``/``tcpfin_timeout``/
   ``udp_timeout`` become ``ct timeout`` objects set by the virtual's dispatch rule in ``prerouting``.
   Checked on this kernel: the kernel applies a ct timeout only to an entry that exists and is not yet
@@ -104,13 +108,25 @@ def backend_chain(virtual: str, server: str) -> str:
 
 
 def persist_set(virtual: str, server: str) -> str:
-    """The dynamic set of (masked) client addresses persistent to this backend (NAT and direct)."""
+    """NAT: the dynamic set of (masked) client addresses persistent to this backend. Direct routing:
+    the name under which ``NftEngine.set_sizes`` counts this backend's clients in ``dr_persist_set``."""
     return f"per-{_part(virtual)}-{_part(server)}"
 
 
 def pin_set(virtual: str, server: str) -> str:
-    """Direct routing: the dynamic set of flows (``client . source port``) pinned to this backend."""
+    """Direct routing: the name under which ``NftEngine.set_sizes`` counts the flows pinned to this
+    backend (they live in the virtual's ``dr_pin_set``)."""
     return f"pin-{_part(virtual)}-{_part(server)}"
+
+
+def dr_pin_set(virtual: str) -> str:
+    """Direct routing: the virtual's dynamic set of ``client . source port . backend id``."""
+    return f"pin-{_part(virtual)}"
+
+
+def dr_persist_set(virtual: str) -> str:
+    """Direct routing: the virtual's dynamic set of ``(masked) client . backend id`` (persistence)."""
+    return f"per-{_part(virtual)}"
 
 
 def address_map(virtual: str) -> str:
@@ -120,7 +136,8 @@ def address_map(virtual: str) -> str:
 
 
 def forward_chain(virtual: str) -> str:
-    """Direct routing: the virtual's one chain that refreshes the backend's sets and forwards by the id."""
+    """Direct routing: the virtual's one chain that refreshes the pin and persistence sets and forwards
+    by the id."""
     return f"fwd-{_part(virtual)}"
 
 
@@ -300,12 +317,10 @@ def _virtual(t: _Table, cfg: Config, vt: VirtualTable, device: str | None) -> No
 
 
 def _pinned(t: _Table, cfg: Config, vt: VirtualTable, device: str) -> None:
-    """Direct routing: each step puts the backend's id in the mark and goes to ``fwd-NAME``: a hit in
-    one of the backends' pin sets, else in their persistence sets, else the scheduler's map.
-    ``fwd-NAME`` refreshes the sets of the backend the mark names and forwards to ``addr-NAME``'s
-    address for it. libnftables 1.0.6's JSON parser has no map update, so the pins are sets, one per
-    backend: a pinned packet costs one set lookup per backend before its own, then one mark
-    comparison per backend."""
+    """Direct routing: each step puts a backend's id in the mark and goes to ``fwd-NAME``: a hit of
+    ``flow . ID`` in the pin set (one rule per backend), else of ``source . ID`` in the persistence
+    set, else the scheduler's map. ``fwd-NAME`` writes ``flow . mark`` (and ``source . mark``) into
+    the sets and forwards to ``addr-NAME``'s address for the mark."""
     v = vt.virtual
     chain, forward = virtual_chain(v.name), forward_chain(v.name)
     ids = backend_ids(b.name for b in vt.backends)
@@ -313,31 +328,42 @@ def _pinned(t: _Table, cfg: Config, vt: VirtualTable, device: str) -> None:
     if vt.backends:
         t.chain(forward)
         pin_timeout = (cfg.udp_timeout or PIN_UDP) if v.protocol == "udp" else (cfg.tcp_timeout or PIN_TCP)
-        addresses = [[ids[b.name], str(b.address)] for b in vt.backends]  # share 0 too: its pins hold
-        t.constant_map(address_map(v.name), "mark", "ipv4_addr", addresses)
+        # every backend of the table (share 0 too: its pins hold); the comment names it for
+        # NftEngine.set_sizes (backend_counts)
+        named = [
+            [{"elem": {"val": ids[b.name], "comment": _part(b.name)}}, str(b.address)] for b in vt.backends
+        ]
+        t.constant_map(address_map(v.name), "mark", "ipv4_addr", named)
         go = {"goto": {"target": forward}}
-        for b in vt.backends:
-            t.dynamic_set(pin_set(v.name, b.name), ["ipv4_addr", "inet_service"], pin_timeout)
-            t.rule(chain, _match(_flow(), f"@{pin_set(v.name, b.name)}"), _set_mark(ids[b.name]), go)
+        keyed = [(dr_pin_set(v.name), _flow_parts(), ["ipv4_addr", "inet_service", "mark"], pin_timeout)]
         if v.persistent:
+            keyed.append((dr_persist_set(v.name), [_source(v.pmask)], ["ipv4_addr", "mark"], v.persistent))
+        for name, parts, type_, timeout in keyed:
+            t.dynamic_set(name, type_, timeout)
             for b in vt.backends:
-                name = persist_set(v.name, b.name)
-                t.dynamic_set(name, "ipv4_addr", v.persistent)
-                t.rule(chain, _match(_source(v.pmask), f"@{name}"), _set_mark(ids[b.name]), go)
+                key = {"concat": [*parts, _constant_mark(ids[b.name])]}
+                t.rule(chain, _match(key, f"@{name}"), _set_mark(ids[b.name]), go)
         if modulus:
             scheduled = {"map": {"key": _scheduler_key(v, modulus), "data": {"set": ranges}}}
             t.rule(chain, _set_mark(scheduled), go)
-        for b in vt.backends:
-            # updates in rules of their own: a full set must not stop the forward
-            updates = [_update(_flow(), pin_set(v.name, b.name))]
-            if v.persistent:
-                updates.append(_update(_source(v.pmask), persist_set(v.name, b.name)))
-            t.rule(forward, _match(_meta("mark"), ids[b.name]), *updates)
+        for name, parts, _, _ in keyed:  # each update a rule of its own: a full set must not stop the rest
+            t.rule(forward, _update({"concat": [*parts, _meta("mark")]}, name))
         by_id = {"map": {"key": _meta("mark"), "data": f"@{address_map(v.name)}"}}
         t.rule(forward, {"fwd": {"dev": device, "family": "ip", "addr": by_id}})
     if not modulus and v.sorry_server is not None:
         t.rule(chain, *_deliver(v, v.sorry_server, v.port, device))
     # else: nothing matches; the packet reaches the director itself, which answers with a reset.
+
+
+def _flow_parts() -> list[Json]:
+    return [_payload("ip", "saddr"), _payload("th", "sport")]
+
+
+def _constant_mark(n: int) -> Json:
+    """The constant ``n`` as a mark-typed part of a lookup key, written ``meta mark & 0 | n``:
+    libnftables 1.0.6's JSON parser refuses a bare number in a concatenation ("Can't parse symbolic
+    invalid expressions"); the kernel computes it as one bitwise operation, the mark left as it is."""
+    return {"|": [{"&": [_meta("mark"), 0]}, n]}
 
 
 def _set_mark(value: Any) -> Json:
@@ -423,12 +449,50 @@ def dynamic_sets(commands: Iterable[dict[str, Any]]) -> dict[tuple[str, str], Js
     return found
 
 
+def _named_ids(m: Json) -> dict[int, str]:
+    """An address map's ``id -> backend name part`` (the elements' comments)."""
+    out: dict[int, str] = {}
+    for key, _ in m.get("elem", ()):
+        if isinstance(key, dict) and "elem" in key:
+            out[key["elem"]["val"]] = key["elem"].get("comment", "")
+    return out
+
+
 def live_ids(commands: Iterable[dict[str, Any]]) -> dict[tuple[str, str], frozenset[int]]:
-    """(family, map name) -> the values worth carrying over for each dynamic map the commands add.
-    The tables have no dynamic map (every dynamic set is carried whole), so it is empty; kept for
-    bench/lvs_load.py, which fills maps with these values."""
-    return {
-        (body["family"], body["name"]): frozenset()
-        for body in dynamic_sets(commands).values()
-        if "map" in body
-    }
+    """(family, set name) -> the backend ids of the new table for each virtual's pin and persistence
+    set (the keys of its address map): only elements ending in one of them are worth carrying over;
+    one holding another id would point at no backend."""
+    found: dict[tuple[str, str], frozenset[int]] = {}
+    for cmd in commands:
+        body = cmd.get("add", {}).get("map")
+        if body and body.get("table") == TABLE and body["name"].startswith("addr-"):
+            ids = frozenset(_named_ids(body))
+            virtual = body["name"].removeprefix("addr-")
+            for prefix in ("pin", "per"):
+                found[(body["family"], f"{prefix}-{virtual}")] = ids
+    return found
+
+
+def element_id(elem: Any) -> Any:
+    """A listed direct-routing pin or persistence element's backend id: its key's last part."""
+    val = elem["elem"]["val"] if isinstance(elem, dict) and "elem" in elem else elem
+    return val["concat"][-1] if isinstance(val, dict) and "concat" in val else None
+
+
+def backend_counts(sets: Iterable[Json]) -> dict[str, int]:
+    """From listed sets and maps (libnftables JSON, elements included): elements per backend of each
+    direct-routing pin and persistence set, named as ``pin_set``/``persist_set`` name them
+    (``pin-V-S``, ``per-V-S``), every backend of the virtual's address map counted (0 if none)."""
+    sets = list(sets)
+    named = {m["name"].removeprefix("addr-"): _named_ids(m) for m in sets if m["name"].startswith("addr-")}
+    out: dict[str, int] = {}
+    for m in sets:
+        prefix, _, virtual = m["name"].partition("-")
+        if "map" in m or prefix not in ("pin", "per") or virtual not in named:
+            continue
+        names = {i: f"{prefix}-{virtual}-{part}" for i, part in named[virtual].items()}
+        out.update(dict.fromkeys(names.values(), 0))
+        for elem in m.get("elem", ()):
+            if element_id(elem) in names:
+                out[names[element_id(elem)]] += 1
+    return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..core.ruleset import FAMILIES, TABLE, dynamic_sets
+from ..core.ruleset import FAMILIES, TABLE, backend_counts, dynamic_sets, element_id, live_ids
 
 Json = dict[str, Any]
 
@@ -80,9 +80,17 @@ class NftEngine:
         return bool(families)
 
     def set_sizes(self) -> dict[str, int]:
-        """Elements per dynamic set, by name: persistence sets (``persist_set``) and, in direct
-        routing, pin sets (``pin_set``), one of each per backend."""
-        return {name: len(body.get("elem", ())) for (_, name), body in self._sets(self._listed()).items()}
+        """Elements per backend: NAT's persistence sets by name; in direct routing, the virtual's pin
+        and persistence sets counted per backend id, as ``pin_set``/``persist_set`` name them."""
+        listed = self._listed()
+        counted = backend_counts(listed)
+        virtual_sets = {n.rsplit("-", 1)[0] for n in counted}  # pin-V-S -> pin-V
+        sizes = {
+            name: len(body.get("elem", ()))
+            for (_, name), body in self._sets(listed).items()
+            if "map" not in body and name not in virtual_sets
+        }
+        return sizes | counted
 
     def replace(self, commands: Sequence[Json]) -> int:
         """Apply ``commands`` (ruleset.build's whole-table swap) in one transaction, re-adding the
@@ -94,12 +102,16 @@ class NftEngine:
             k for k in ("set", "map") if any(("map" in b) == (k == "map") for b in dynamic.values())
         )
         old = self._sets(self._listed(kinds)) if kinds else {}
+        live = live_ids(commands)
         carried: list[Json] = []
         count = 0
         for key, new in dynamic.items():
             if key not in old:
                 continue
-            elems = [e for e in (_carry(x, new.get("timeout")) for x in old[key].get("elem", ())) if e]
+            listed = old[key].get("elem", ())
+            if key in live:  # direct routing: only the elements ending in the id of a backend still there
+                listed = [x for x in listed if element_id(x) in live[key]]
+            elems = [e for e in (_carry(x, new.get("timeout")) for x in listed) if e]
             if elems:
                 family, name = key
                 carried.append(

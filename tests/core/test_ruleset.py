@@ -205,47 +205,43 @@ def test_direct_routing_ingress_pins_and_fwd() -> None:
     assert rules(cmds, "in-eth0")[0][-1] == {"jump": {"target": "v-web"}}
     # no chain per backend: the virtual's chain and its one forwarding chain
     assert [c["name"] for c in added(cmds, "chain") if "hook" not in c] == ["v-web", "fwd-web"]
-    # one pin set and one persistence set per backend (s2 too, at share 0: its pinned flows continue)
+    # one pin set and one persistence set per virtual, the backend's id the key's last part
     sets = {s["name"]: s for s in added(cmds, "set")}
-    assert set(sets) == {f"{kind}-web-s{i}" for kind in ("pin", "per") for i in (1, 2, 3)}
-    pin = {"family": "netdev", "table": TABLE, "name": "pin-web-s1", "type": ["ipv4_addr", "inet_service"]}
-    assert sets["pin-web-s1"] == pin | {"flags": ["timeout"], "timeout": 1200}
-    assert (sets["per-web-s2"]["type"], sets["per-web-s2"]["timeout"]) == ("ipv4_addr", 120)
+    assert set(sets) == {"pin-web", "per-web"}
+    pin = {"family": "netdev", "table": TABLE, "name": "pin-web"}
+    assert sets["pin-web"] == pin | {
+        "type": ["ipv4_addr", "inet_service", "mark"], "flags": ["timeout"], "timeout": 1200}  # fmt: skip
+    assert (sets["per-web"]["type"], sets["per-web"]["timeout"]) == (["ipv4_addr", "mark"], 120)
     ids = ruleset.backend_ids(["s1", "s2", "s3"])
-    (addr,) = added(cmds, "map")  # the one map: constant, every backend in the table
+    # every backend in the table (s2 too, at share 0: its pinned flows continue), named by comment
+    (addr,) = added(cmds, "map")
     assert (addr["name"], addr["type"], addr["map"]) == ("addr-web", "mark", "ipv4_addr")
-    assert addr["elem"] == [[ids[s.name], str(s.address)] for s in SERVERS]
+    assert addr["elem"] == [
+        [{"elem": {"val": ids[s.name], "comment": s.name}}, str(s.address)] for s in SERVERS
+    ]
     go = {"goto": {"target": "fwd-web"}}
     saddr = {"payload": {"protocol": "ip", "field": "saddr"}}
+    sport = {"payload": {"protocol": "th", "field": "sport"}}
 
     def set_mark(value: Any) -> dict[str, Any]:
         return {"mangle": {"key": MARK, "value": value}}
 
-    def hit(key: Any, name: str) -> dict[str, Any]:
-        return {"match": {"op": "==", "left": key, "right": f"@{name}"}}
+    def hit(parts: list[Any], name: str, server: str) -> list[dict[str, Any]]:
+        key = {"concat": [*parts, {"|": [{"&": [MARK, 0]}, ids[server]]}]}
+        return [{"match": {"op": "==", "left": key, "right": f"@{name}"}}, set_mark(ids[server]), go]
 
-    # pins, then persistence, then the scheduler; a map lookup that misses ends the rule
+    # pins, then persistence, then the scheduler; a lookup that misses leaves the mark as it was
     numgen = {"numgen": {"mode": "inc", "mod": 3, "offset": 0}}
     sched = {"map": {"key": numgen, "data": {"set": [[0, ids["s1"]], [{"range": [1, 2]}, ids["s3"]]]}}}
     assert rules(cmds, "v-web") == [
-        *([hit(FLOW, f"pin-web-s{i}"), set_mark(ids[f"s{i}"]), go] for i in (1, 2, 3)),
-        *([hit(saddr, f"per-web-s{i}"), set_mark(ids[f"s{i}"]), go] for i in (1, 2, 3)),
+        *(hit([saddr, sport], "pin-web", s.name) for s in SERVERS),
+        *(hit([saddr], "per-web", s.name) for s in SERVERS),
         [set_mark(sched), go],
     ]
     by_id = {"map": {"key": MARK, "data": "@addr-web"}}
-
-    def update(key: Any, name: str) -> dict[str, Any]:
-        return {"set": {"op": "update", "elem": key, "set": f"@{name}"}}
-
     assert rules(cmds, "fwd-web") == [
-        *(
-            [
-                {"match": {"op": "==", "left": MARK, "right": ids[f"s{i}"]}},
-                update(FLOW, f"pin-web-s{i}"),
-                update(saddr, f"per-web-s{i}"),
-            ]
-            for i in (1, 2, 3)
-        ),
+        [{"set": {"op": "update", "elem": {"concat": [saddr, sport, MARK]}, "set": "@pin-web"}}],
+        [{"set": {"op": "update", "elem": {"concat": [saddr, MARK]}, "set": "@per-web"}}],
         [{"fwd": {"dev": "eth0", "family": "ip", "addr": by_id}}],
     ]
 
@@ -270,7 +266,7 @@ def test_backend_ids_come_from_names_not_positions() -> None:
     # a reload that reorders the servers writes the same id for each server
     def addresses(v: Virtual) -> dict[int, str]:
         (m,) = [m for m in added(direct(table(v)), "map") if m["name"] == "addr-web"]
-        return dict(m["elem"])
+        return {k["elem"]["val"]: addr for k, addr in m["elem"]}
 
     assert addresses(replace(WEB, servers=SERVERS[::-1])) == addresses(WEB)
 
@@ -283,20 +279,42 @@ def test_direct_without_backends_has_no_sets_and_a_fwmark_virtual_is_pinned_too(
     cmds = direct(table(replace(WEB, fwmark=5)))
     assert rules(cmds, "in-eth0")[0][0] == {"match": {"op": "==", "left": MARK, "right": 5}}
     assert {m["name"] for m in added(cmds, "map")} == {"addr-web"}
-    assert {s["name"] for s in added(cmds, "set")} == {"pin-web-s1", "pin-web-s2", "pin-web-s3"}
+    assert {s["name"] for s in added(cmds, "set")} == {"pin-web"}
 
 
-def test_no_dynamic_map_so_live_ids_is_empty() -> None:
-    assert ruleset.live_ids(direct(table(replace(WEB, persistent=30), (1, 0, 1)))) == {}
+def test_live_ids_are_the_ids_of_the_new_tables_backends() -> None:
+    cmds = direct(table(replace(WEB, persistent=30), (1, 0, 1)))
+    ids = ruleset.backend_ids(["s1", "s2", "s3"])
+    assert ruleset.live_ids(cmds) == {
+        ("netdev", "pin-web"): frozenset(ids.values()),
+        ("netdev", "per-web"): frozenset(ids.values()),
+    }
+    one = direct(VirtualTable(WEB, (ruleset.backend_of(WEB, SERVERS[0], 1),)))
+    assert ruleset.live_ids(one)[("netdev", "pin-web")] == frozenset({ids["s1"]})
     assert ruleset.live_ids(nat(table(replace(WEB, persistent=30)))) == {}
+    # a listed element's id: the last part of its key, with or without its timeout
+    listed = {"elem": {"val": {"concat": ["10.0.0.1", 5, ids["s2"]]}, "timeout": 30, "expires": 9}}
+    assert ruleset.element_id(listed) == ids["s2"]
+    assert ruleset.element_id({"concat": ["10.0.0.1", ids["s3"]]}) == ids["s3"]
 
 
-def test_pin_and_persistence_sets_are_named_per_backend() -> None:
-    cmds = direct(table(replace(WEB, persistent=30)))
-    names = {s["name"] for s in added(cmds, "set")}
-    assert ruleset.pin_set("web", "s2") == "pin-web-s2" and ruleset.persist_set("web", "s2") == "per-web-s2"
-    assert {ruleset.pin_set("web", s.name) for s in SERVERS} <= names
-    assert {ruleset.persist_set("web", s.name) for s in SERVERS} <= names
+def test_backend_counts_name_each_backend_from_the_address_map() -> None:
+    ids = ruleset.backend_ids(["s1", "s2"])
+    named = [[{"elem": {"val": ids[s], "comment": s}}, "10.1.1.1"] for s in ids]
+    pins = [
+        {"elem": {"val": {"concat": ["10.0.0.1", 5, ids["s2"]]}, "expires": 3}},
+        {"concat": ["10.0.0.2", 6, ids["s2"]]},
+        {"concat": ["10.0.0.3", 6, 99]},  # an id no backend has: not counted
+    ]
+    listed: list[dict[str, Any]] = [
+        {"name": "addr-web", "map": "ipv4_addr", "elem": named},
+        {"name": "pin-web", "elem": pins},
+        {"name": "per-web"},
+        {"name": "per-other-s1", "elem": ["10.0.0.9"]},  # NAT's: the engine counts it by name
+    ]
+    counts = ruleset.backend_counts(listed)
+    assert counts == {"pin-web-s1": 0, "pin-web-s2": 2, "per-web-s1": 0, "per-web-s2": 0}
+    assert counts["pin-web-s2"] == 2 and ruleset.pin_set("web", "s2") == "pin-web-s2"
 
 
 def _statements(e: Any) -> list[dict[str, Any]]:
@@ -396,8 +414,7 @@ def test_inactive_virtual_left_out_and_tunnel_refused() -> None:
 def test_dynamic_sets_lists_what_the_engine_carries_over() -> None:
     cmds = direct(table(replace(WEB, persistent=30), (1, 0, 1)))
     keys = ruleset.dynamic_sets(cmds)
-    # every backend's sets (s2 at share 0 too), not the constant id map
-    assert sorted(keys) == [("netdev", f"{k}-web-s{i}") for k in ("per", "pin") for i in (1, 2, 3)]
+    assert sorted(keys) == [("netdev", "per-web"), ("netdev", "pin-web")]  # not the constant id map
     nat_keys = ruleset.dynamic_sets(nat(table(replace(WEB, persistent=30), (1, 0, 1))))
     assert sorted(nat_keys) == [("ip", f"per-web-s{i}") for i in (1, 2, 3)]
 
@@ -429,14 +446,15 @@ def test_describe_reads_like_nft() -> None:
     dr = describe(direct(table(replace(WEB, scheduler="sh"))))
     assert '\t\ttype filter hook ingress device "eth0" priority 0; policy accept;' in dr.splitlines()
     ids = ruleset.backend_ids(["s1", "s2", "s3"])
+    s1 = ids["s1"]
     for line in (
         '\t\tfwd ip to meta mark map @addr-web device "eth0"',
-        f"\t\tip saddr . th sport @pin-web-s1 meta mark set {ids['s1']} goto fwd-web",
-        f"\t\tmeta mark {ids['s2']} update @pin-web-s2 {{ ip saddr . th sport }}",
-        "\t\ttype ipv4_addr . inet_service",
+        f"\t\tip saddr . th sport . meta mark & 0 | {s1} @pin-web meta mark set {s1} goto fwd-web",
+        "\t\tupdate @pin-web { ip saddr . th sport . meta mark }",
+        "\t\ttype ipv4_addr . inet_service . mark",
         "\t\ttype mark : ipv4_addr",
     ):
         assert line in dr.splitlines(), line
-    assert f"{ids['s1']} : 198.51.100.11" in dr
+    assert f'{ids["s1"]} comment "s1" : 198.51.100.11' in dr
     assert "meta mark set jhash ip saddr mod 3 seed 0x0 map {" in dr
     assert describe([]) == ""
