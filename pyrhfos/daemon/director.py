@@ -352,7 +352,7 @@ class Director(ServiceSet):
         if not self.programmed or v is None or m is None or self.tracker is None or self._loop is None:
             return
         if self.cfg.network is not NetworkMode.NAT:
-            return  # direct routing: its pin set is left out of the new table (core/ruleset.py)
+            return  # direct routing: its pins are not carried into the new table (net/nft.py)
         self._loop.create_task(self._flush_in_thread(virtual, server, m.address, m.port, v.protocol))
 
     async def _flush_in_thread(
@@ -367,7 +367,7 @@ class Director(ServiceSet):
         log.info("real server %s/%s: %d connection(s) flushed", virtual, server, gone)
 
     async def count_connections(self) -> dict[tuple[str, str], tuple[int, int]] | None:
-        """Live connections per real server: conntrack (NAT, in a thread), the pin sets (direct)."""
+        """Live connections per real server: conntrack (NAT, in a thread), the pins per server (direct)."""
         counts: dict[tuple[str, str], tuple[int, int]] = {}
         every = members(self.cfg)
         try:
