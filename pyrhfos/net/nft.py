@@ -7,7 +7,7 @@ The commands come from pyrhfos.core.ruleset.build as libnftables JSON and go to 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..core.ruleset import FAMILIES, TABLE, backend_counts, dynamic_sets, element_id, live_ids
@@ -92,10 +92,15 @@ class NftEngine:
         }
         return sizes | counted
 
-    def replace(self, commands: Sequence[Json]) -> int:
+    def dynamic_elements(self) -> dict[str, list[Any]]:
+        """Set name -> elements as listed, for each dynamic set of our tables (net/tablesync.py)."""
+        return {name: list(b.get("elem", ())) for (_, name), b in self._sets(self._listed(("set",))).items()}
+
+    def replace(self, commands: Sequence[Json], seed: Mapping[str, Sequence[Any]] | None = None) -> int:
         """Apply ``commands`` (ruleset.build's whole-table swap) in one transaction, re-adding the
         elements of dynamic sets that exist before and after with their remaining time (at most the
-        new set's timeout). Returns how many elements were carried over."""
+        new set's timeout). ``seed``: more elements by set name, as listed (the partner's, on takeover:
+        net/tablesync.py), treated like carried ones. Returns how many elements were carried over."""
         dynamic = dynamic_sets(commands)
         # only the kinds the new table has dynamic ones of: nothing else could be carried over
         kinds = tuple(
@@ -106,9 +111,7 @@ class NftEngine:
         carried: list[Json] = []
         count = 0
         for key, new in dynamic.items():
-            if key not in old:
-                continue
-            listed = old[key].get("elem", ())
+            listed = [*old.get(key, {}).get("elem", ()), *(seed or {}).get(key[1], ())]
             if key in live:  # direct routing: only the elements ending in the id of a backend still there
                 listed = [x for x in listed if element_id(x) in live[key]]
             elems = [e for e in (_carry(x, new.get("timeout")) for x in listed) if e]
