@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Any, Protocol
@@ -35,7 +35,9 @@ LEAST_CONNECTION = frozenset({"wlc", "lc", "sed", "nq", "lblc", "lblcr"})
 class Engine(Protocol):
     """What the director needs of net/nft.NftEngine (a fake in tests)."""
 
-    def replace(self, commands: Sequence[dict[str, Any]]) -> object: ...
+    def replace(
+        self, commands: Sequence[dict[str, Any]], seed: Mapping[str, Sequence[Any]] | None = None
+    ) -> object: ...
     def remove(self) -> bool: ...
     def set_sizes(self) -> dict[str, int]: ...
 
@@ -61,6 +63,16 @@ class Sync(Protocol):
     def start(self) -> None: ...
     async def takeover(self) -> None: ...
     async def standby(self) -> None: ...
+    def close(self) -> None: ...
+    def status(self) -> dict[str, Any]: ...
+
+
+class TableSyncer(Protocol):
+    """What the director needs of net/tablesync.TableSync (direct routing, syncdaemon = 1)."""
+
+    def start(self) -> None: ...
+    def set_active(self, active: bool) -> None: ...
+    def seed(self) -> dict[str, list[dict[str, Any]]]: ...
     def close(self) -> None: ...
     def status(self) -> dict[str, Any]: ...
 
@@ -140,6 +152,7 @@ class Director(ServiceSet):
         tracker: Tracker | None,
         prober: Callable[[Virtual, str, int], Awaitable[ProbeResult]] = probe_server,
         sync: Sync | None = None,
+        table_sync: TableSyncer | None = None,
     ) -> None:
         super().__init__(held_blocks(cfg), vips, cfg.deadtime, command_timeout, now)
         self.cfg = cfg
@@ -147,6 +160,7 @@ class Director(ServiceSet):
         self.tracker = tracker
         self.prober = prober
         self.sync = sync  # conntrackd (syncdaemon = 1): the partner's connections, committed on takeover
+        self.table_sync = table_sync  # direct routing: the partner's pins, loaded with the table on takeover
         self.nanny = Nanny(members(cfg))
         self.programmed = False  # the table is ours to keep up to date (between acquire and release)
         self.probed: dict[tuple[str, str], Probed] = {}
@@ -179,14 +193,23 @@ class Director(ServiceSet):
     def commands(self) -> list[dict[str, Any]]:
         return build(self.cfg, self.tables())
 
-    def program(self, why: str) -> bool:
-        """Replace the whole table in one transaction; False (logged) if the kernel refused it."""
+    def program(self, why: str, seed: Mapping[str, Sequence[Any]] | None = None) -> bool:
+        """Replace the whole table in one transaction (with ``seed``'s elements: the engine's replace);
+        False (logged) if the kernel refused it."""
         commands = self.commands()
         if self.engine is None:
             log.info("test-start: would load the nftables table (%s)", why)
             return True
         try:
-            self.engine.replace(commands)
+            if seed is None:
+                self.engine.replace(commands)
+            else:
+                loaded = self.engine.replace(commands, seed=seed)
+                log.info(
+                    "table sync: %s of the partner's %d element(s) loaded",
+                    loaded,
+                    sum(map(len, seed.values())),
+                )
         except Exception as e:  # NftError, or libnftables missing: keep serving what is loaded
             self.apply_errors += 1
             log.error("nftables table not loaded (%s): %s", why, e)
@@ -197,6 +220,8 @@ class Director(ServiceSet):
 
     def unprogram(self) -> None:
         self.programmed = False
+        if self.table_sync is not None:
+            self.table_sync.set_active(False)
         if self.engine is not None and self.engine.remove():
             log.info("nftables table removed")
 
@@ -224,11 +249,15 @@ class Director(ServiceSet):
             log.warning("removed the nftables table left by an earlier run")
         if self.sync is not None:
             self.sync.start()  # on both nodes: the standby must be receiving before it takes over
+        if self.table_sync is not None:
+            self.table_sync.start()
 
     def close(self) -> None:
         super().close()
         if self.sync is not None:
             self.sync.close()
+        if self.table_sync is not None:
+            self.table_sync.close()
 
     async def acquire(self, services: Iterable[Service] | None = None) -> list[str]:
         """The table first, then the addresses: a VIP must never answer without the table behind it."""
@@ -236,7 +265,11 @@ class Director(ServiceSet):
             if self.sync is not None:
                 await self.sync.takeover()  # synced connections into the kernel before table and VIPs
             self.programmed = True
-            if not self.program("taking over"):
+            seed = None
+            if self.table_sync is not None:  # direct routing: the partner's pins go in with the table
+                seed = self.table_sync.seed()
+                self.table_sync.set_active(True)  # snapshots to the partner while the table is ours
+            if not self.program("taking over", seed):
                 return ["nftables table"]
             self._kernel_settings()
         return await super().acquire(services)
@@ -408,8 +441,12 @@ class Director(ServiceSet):
     # -- status -------------------------------------------------------------------
 
     def sync_status(self) -> dict[str, Any] | None:
-        """The connection sync daemon's state for pulse status; None without syncdaemon = 1."""
-        return None if self.sync is None else self.sync.status()
+        """The connection sync daemon's state for pulse status, with the table sync's as ``table``
+        (direct routing); None without syncdaemon = 1."""
+        out = None if self.sync is None else self.sync.status()
+        if self.table_sync is not None:
+            out = (out or {"daemon": None}) | {"table": self.table_sync.status()}
+        return out
 
     def virtual_status(self, stamp: Callable[[float | None], float | None]) -> list[dict[str, Any]]:
         """Each virtual and its real servers, like ``ipvsadm -L -n`` (schema in docs/status.md)."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..config import ConfigError, digest, load
-from ..config.model import Config, ServiceKind
+from ..config.model import Config, NetworkMode, ServiceKind
 from ..core import events as c
 from ..core.machine import Cluster, Timers
 from ..core.reload import plan, restart_needed
@@ -379,7 +379,7 @@ async def serve(cfg: Config, membership: Membership, opts: Options, key: bytes |
     state = StateDir(opts.state_dir) if key is not None else None
     link = beat_link(cfg, membership, key, state, keep=not opts.test_start)
     vips = None if opts.test_start else VipManager()
-    services = make_services(cfg, vips, opts, loop.time, membership)
+    services = make_services(cfg, vips, opts, loop.time, membership, key)
     daemon = Daemon(cfg, membership, opts, link=link, services=services, clock=loop.time)
     daemon.loop = loop  # a signal before run() starts still schedules the machine's next tick
     log.addHandler(daemon.events)
@@ -445,10 +445,12 @@ def make_services(
     opts: Options,
     clock: Callable[[], float],
     membership: Membership | None = None,
+    key: bytes | None = None,
 ) -> ServiceSet:
     """FOS: the failover services. LVS: a director (its table through libnftables, conntrack through
     pyroute2; both imported only here, so a FOS node needs neither), with conntrackd when
-    syncdaemon = 1 (its files in the state directory)."""
+    syncdaemon = 1 (its files in the state directory) and, in direct routing, the table sync (its
+    datagrams signed with ``key``, the heartbeat key, when there is one)."""
     if cfg.service is not ServiceKind.LVS:
         return ServiceSet(cfg.active_failovers, vips, cfg.deadtime, opts.command_timeout, clock)
     from ..net.conntrack import ConntrackTracker
@@ -464,7 +466,30 @@ def make_services(
             sync = for_director(cfg, membership.role, opts.state_dir)
         except SyncConfigError as e:  # pulse runs; connections are not synced, and the log says why
             log.error("syncdaemon = 1: connection sync not started: %s", e)
-    return Director(cfg, vips, opts.command_timeout, clock, engine=engine, tracker=tracker, sync=sync)
+    table_sync = None
+    if (
+        cfg.syncdaemon
+        and cfg.network is NetworkMode.DIRECT
+        and membership is not None
+        and not opts.test_start
+    ):
+        from ..net import tablesync
+        from ..net.conntrackd import SyncConfigError
+
+        try:  # its own libnftables context: it lists the table in a thread of its own
+            table_sync = tablesync.for_director(cfg, membership.role, key, NftEngine().dynamic_elements)
+        except SyncConfigError as e:
+            log.error("syncdaemon = 1: table sync not started: %s", e)
+    return Director(
+        cfg,
+        vips,
+        opts.command_timeout,
+        clock,
+        engine=engine,
+        tracker=tracker,
+        sync=sync,
+        table_sync=table_sync,
+    )
 
 
 def replay_guard(

@@ -109,15 +109,27 @@ def _sync_status(services: ServiceSet) -> dict[str, Any] | None:
 def _render_sync(sync: dict[str, Any] | None) -> list[str]:
     if not sync:
         return []
-    if sync["running"]:
-        state = f"running, pid {sync['pid']}"
-    else:
-        state = "NOT RUNNING (connections are not synced)"
-    line = f"sync:      {sync['daemon']} {state}, to {sync['peer']} port {sync['port']}"
-    line += f", restarts {sync['restarts']}"
-    if sync["last_error"]:
-        line += f"\n           last error {when(sync['last_error_time'])}: {sync['last_error']}"
-    return [line]
+    lines = []
+    if sync.get("daemon"):
+        if sync["running"]:
+            state = f"running, pid {sync['pid']}"
+        else:
+            state = "NOT RUNNING (connections are not synced)"
+        line = f"sync:      {sync['daemon']} {state}, to {sync['peer']} port {sync['port']}"
+        line += f", restarts {sync['restarts']}"
+        if sync["last_error"]:
+            line += f"\n           last error {when(sync['last_error_time'])}: {sync['last_error']}"
+        lines.append(line)
+    table = sync.get("table")
+    if table:  # direct routing: the pins and persistence elements (net/tablesync.py)
+        line = "sync:      table" if not lines else "           table"
+        line += f" to {table['peer']} port {table['port']}: {'sending' if table['sending'] else 'receiving'}"
+        line += f", sent {table['elements_sent']}, received {table['elements_received']}"
+        line += f", dropped {table['dropped']}, cached {table['cached']}"
+        if table["last_error"]:
+            line += f"\n           last error {when(table['last_error_time'])}: {table['last_error']}"
+        lines.append(line)
+    return lines
 
 
 def _age(seconds: float | None) -> str:
