@@ -44,7 +44,7 @@ from lvs_common import (  # noqa: E402
     write_block,
 )
 
-from pyrhfos.config import write  # noqa: E402
+from pyrhfos.daemon.director import planned_commands  # noqa: E402
 from pyrhfos_lab.lvslab import (  # noqa: E402
     BACKUP_IP,
     NAT_ROUTER,
@@ -67,25 +67,30 @@ RAW = Path(__file__).resolve().parent / "results" / "lvs-failover.json"  # every
 # The method paragraph of RESULTS.md's block.
 METHOD = " ".join(
     """
-A fresh LVS lab per run; runs interleaved over the drivers; one fault per invocation (`make bench-lvs`
-runs both), each cell from its latest invocation. pyrhfos: pulse on both directors, keepalive 1,
-deadtime 3, rr over rs1..rs3. keepalived: a VRRP pair on the same directors (`state BACKUP` both,
-priorities 150/100, `advert_int 1`, unicast peers, `--vrrp` only) holding the VIP on eth0:1 and, in NAT
-mode, nat_router on eth1:1 in the same instance, with pulse's own nftables table (every real server up,
-as `pulse -t` builds it) loaded on both directors and forwarding on: the same data path, no real-server
-checks. `linkdown`: the primary's public switch port down (eth0 loses carrier; the private link stays
-up); `kill9`: the same, then SIGKILL of the daemon's processes. The client makes a new connection to
-VIP:80 every 10 ms (50 ms limit); outage = fault (before `ip link set ... down`) → the first answer to a
-try started after that command returned, at a random phase of the heartbeat cycle. Failures after the
-first answer (within 1 s) would be a split gateway: the old primary still answering for nat_router on
-the private side. "Old primary still holds": its addresses at the end of the run (about 1 s after the
-first answer).
+A fresh LVS lab per run; runs interleaved over the drivers; one fault and mode per invocation (`make
+bench-lvs` runs linkdown and kill9 in NAT, linkdown in direct routing), each cell from its latest
+invocation. pyrhfos: pulse on both directors, keepalive 1, deadtime 3, rr over rs1..rs3. keepalived: a
+VRRP pair on the same directors (`state BACKUP` both, priorities 150/100, `advert_int 1`, unicast peers,
+`--vrrp` only) holding the VIP on eth0:1 and, in NAT mode, nat_router on eth1:1 in the same instance,
+forwarding on; its `notify_master` loads pulse's own nftables table (every real server up, as `pulse -t`
+builds it: the same JSON, through `nft -j -f`), `notify_backup`/`notify_fault` delete it: the same data
+path, no real-server checks (a standby that kept the table would, in direct routing, forward the frames
+the switch floods to every port while the old master's port is down: with the table on both directors
+keepalived's "outage" came out at 14 ms). `linkdown`: the primary's public switch port down (eth0 loses
+carrier; the private link stays up); `kill9`: the same, then SIGKILL of the daemon's processes. The
+client makes a new connection to VIP:80 every 10 ms (50 ms limit); outage = fault (before `ip link set
+... down`) → the first answer to a try started after that command returned, at a random phase of the
+heartbeat cycle. Failures after the first answer (within 1 s) would be a split gateway: the old primary
+still answering for nat_router on the private side. "Old primary still holds": its addresses at the end
+of the run (about 1 s after the first answer).
 """.split()
 )
 
 KEEPALIVED_CONF = """\
 global_defs {{
     router_id {name}
+    script_user root
+    enable_script_security
 }}
 vrrp_instance VI_1 {{
     state BACKUP
@@ -100,17 +105,10 @@ vrrp_instance VI_1 {{
     virtual_ipaddress {{
         {vips}
     }}
+    notify_master "{nft} -j -f {table}"
+    notify_backup "{nft} delete table {family} pyrhfos"
+    notify_fault "{nft} delete table {family} pyrhfos"
 }}
-"""
-
-# Load pulse's own table (every real server up, as pulse -t prints it) in the director's namespace.
-LOAD_TABLE = """\
-import sys
-from pyrhfos.config import load
-from pyrhfos.daemon.director import planned_commands
-from pyrhfos.net.nft import NftEngine
-cfg, _ = load(sys.argv[1])
-NftEngine().replace(planned_commands(cfg))
 """
 
 
@@ -141,7 +139,14 @@ class Keepalived:
 
     def start(self) -> None:
         lab = self.lab
-        cf = lab.write_config(write(lab.config(keepalive=KEEPALIVE, deadtime=DEADTIME)), ["primary"])[0]
+        cfg = lab.config(keepalive=KEEPALIVE, deadtime=DEADTIME)
+        # pulse's own table with every real server up (pulse -t's), the same JSON pulse loads; the
+        # master loads it, a backup or a fault removes it (a standby must not forward: in direct
+        # routing it sees the frames the switch floods while the old master's port is down).
+        table = lab.workdir / "table.json"
+        table.write_text(json.dumps({"nftables": planned_commands(cfg)}))
+        nft = shutil.which("nft") or "/usr/sbin/nft"
+        family = "ip" if lab.mode == "nat" else "netdev"
         vips = [f"{VIP}/24 dev eth0 label eth0:1"]
         if lab.mode == "nat":
             vips.append(f"{NAT_ROUTER}/24 dev eth1 label eth1:1")
@@ -150,12 +155,18 @@ class Keepalived:
             ("backup", BACKUP_IP, PRIMARY_IP, 100),
         ):
             node = lab.directors[name]
-            node.run_python(LOAD_TABLE, str(cf))
             node.sysctl("net.ipv4.ip_forward", 1)
             conf = lab.workdir / f"keepalived-{name}.conf"
             conf.write_text(
                 KEEPALIVED_CONF.format(
-                    name=name, priority=prio, me=me, peer=peer, vips="\n        ".join(vips)
+                    name=name,
+                    priority=prio,
+                    me=me,
+                    peer=peer,
+                    vips="\n        ".join(vips),
+                    nft=nft,
+                    table=table,
+                    family=family,
                 )
             )
             log = open(lab.workdir / f"keepalived-{name}.log", "ab")  # noqa: SIM115 - the child owns it

@@ -33,12 +33,29 @@ from lvs_common import (  # noqa: E402
 )
 
 from pyrhfos.config.model import Config, DeviceAddress, NetworkMode, Server, Virtual  # noqa: E402
-from pyrhfos.core.ruleset import TABLE, Backend, VirtualTable, build, persist_set, pin_set  # noqa: E402
+from pyrhfos.core.ruleset import TABLE, Backend, VirtualTable, build, dynamic_sets, live_ids  # noqa: E402
 
 VIRTUALS, SERVERS = 100, 10
 CLIENTS = 10_000  # live clients spread over the dynamic sets in the "carried" cases
 GOAL_MS = 100.0
 CASES = ("nat", "nat-persistent", "direct")
+
+
+# The method paragraph of RESULTS.md's block.
+METHOD = " ".join(
+    """
+`ruleset.build` (config model → libnftables JSON) then `NftEngine.replace` (one transaction: the whole
+table deleted and added, the elements of dynamic sets and maps read first and re-added), in a lab
+namespace of its own; median of {reps} swaps after a first load. Virtuals wlc on VIP:80, servers
+weights 1–3; "one server changed" alternates v50/rs3 out and in (a real server going down or coming
+back: the director swaps the whole table for it). "Clients carried": {clients} elements spread evenly
+over the dynamic sets and maps (persistence in NAT, flow pins in direct routing), each one read and
+re-added by every swap. "Reading the sets": listing our sets and maps with their elements (what
+`replace` starts with), timed on its own. CPU ms: user + system time of the process for build +
+replace (the kernel's commit runs in its system call), less sensitive to the machine's load than the
+wall clock; the goal is judged on the wall clock. First load into an empty namespace: {first}.
+""".split()
+)
 
 
 def config(case: str) -> Config:
@@ -79,26 +96,32 @@ def tables(cfg: Config, absent: tuple[int, str] | None = None) -> list[VirtualTa
     return out
 
 
-def clients(cfg: Config, case: str) -> list[dict[str, Any]]:
-    """Commands adding CLIENTS elements over the case's dynamic sets (10 per backend)."""
-    family = "netdev" if case == "direct" else "ip"
-    per_set = CLIENTS // (VIRTUALS * SERVERS)
-    cmds = []
+def clients(commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Commands adding CLIENTS elements, spread evenly over the dynamic sets and maps ``commands``
+    add, each key built from its type (a client address, a source port, a backend id: the ids
+    cycle over those of the virtual's backends, the ones a swap carries over); a map's value is
+    such an id too."""
+    dynamic = dynamic_sets(commands)
+    ids = live_ids(commands)
+    per = max(1, CLIENTS // max(1, len(dynamic)))
+    out = []
     n = 0
-    for v in cfg.virtuals:
-        for s in v.servers:
-            elems: list[Any] = []
-            for _ in range(per_set):
-                n += 1
-                addr = f"172.{16 + n // 65536}.{n // 256 % 256}.{n % 256}"
-                if case == "direct":
-                    elems.append({"concat": [addr, 1024 + n % 60000]})
-                    name = pin_set(v.name, s.name)
-                else:
-                    elems.append(addr)
-                    name = persist_set(v.name, s.name)
-            cmds.append({"add": {"element": {"family": family, "table": TABLE, "name": name, "elem": elems}}})
-    return cmds
+    for (family, name), body in dynamic.items():
+        values = sorted(ids.get((family, name), ())) or [1]
+        types = body["type"] if isinstance(body["type"], list) else [body["type"]]
+        elems: list[Any] = []
+        for k in range(per):
+            n += 1
+            part = {
+                "ipv4_addr": f"172.{16 + n // 65536}.{n // 256 % 256}.{n % 256}",
+                "inet_service": 1024 + n % 60000,
+                "mark": values[k % len(values)],
+            }
+            key: Any = [part[t] for t in types]
+            key = key[0] if len(key) == 1 else {"concat": key}
+            elems.append([key, values[k % len(values)]] if "map" in body else key)
+        out.append({"add": {"element": {"family": family, "table": TABLE, "name": name, "elem": elems}}})
+    return out
 
 
 def inner(reps: int) -> dict[str, Any]:
@@ -148,13 +171,14 @@ def inner(reps: int) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "commands": len(cmds),
             "rules": sum(1 for c in cmds if "rule" in c.get("add", {})),
-            "sets": sum(1 for c in cmds if "set" in c.get("add", {})),
+            "sets": len(dynamic_sets(cmds)),
             "first_ms": first[0] + first[1],
             "full": series(cfg, False),
             "one_changed": series(cfg, True),
         }
         if case != "nat":  # the same with live clients in the dynamic sets
-            engine.replace(build(cfg, tables(cfg)) + clients(cfg, case))
+            full = build(cfg, tables(cfg))
+            engine.replace(full + clients(full))
             entry["clients_full"] = series(cfg, False)
             entry["clients_one_changed"] = series(cfg, True)
             entry["clients_left"] = sum(engine.set_sizes().values())
@@ -223,7 +247,7 @@ def rows(data: dict[str, Any], load: float) -> list[list[str]]:
 HEADERS = (
     "case",
     "swap",
-    "rules / dynamic sets",
+    "rules / dynamic sets and maps",
     "build ms",
     "replace ms",
     "of which reading the sets ms",
@@ -262,19 +286,7 @@ def main() -> int:
             "",
             stamp_line("lvs_load.py", time.monotonic() - began, f", load {load:.2f}"),
             "",
-            "`ruleset.build` (config model → libnftables JSON) then `NftEngine.replace` (one transaction: "
-            "the whole table deleted and added, dynamic set elements read first and re-added), in a lab "
-            f"namespace of its own; median of {args.reps} swaps after a first load. Virtuals wlc on "
-            'VIP:80, servers weights 1–3; "one server changed" alternates v50/rs3 out and in (a real '
-            "server going down or coming back: the director swaps the whole table for it). "
-            '"Clients carried": '
-            f"{CLIENTS:,} elements (10 per backend) in the persistence sets (NAT) or flow pin sets (direct "
-            'routing), each one read and re-added by every swap. "Reading the sets": the `list sets` that '
-            "`replace` starts with, timed on its own. CPU ms: user + system time of the process for build "
-            "+ replace (the kernel's commit runs in its system call), less sensitive to the machine's "
-            "load than the wall clock; the goal is judged on the wall clock. First load into an empty "
-            "namespace: "
-            f"{first}.",
+            METHOD.format(reps=args.reps, clients=f"{CLIENTS:,}", first=first),
             "",
             *md_table(HEADERS, table),
             "",
