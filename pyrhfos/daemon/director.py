@@ -205,11 +205,12 @@ class Director(ServiceSet):
                 self.engine.replace(commands)
             else:
                 loaded = self.engine.replace(commands, seed=seed)
-                log.info(
-                    "table sync: %s of the partner's %d element(s) loaded",
-                    loaded,
-                    sum(map(len, seed.values())),
-                )
+                if any(seed.values()):  # carried ones count too: on a takeover there are none
+                    log.info(
+                        "table sync: %s of the partner's %d element(s) loaded",
+                        loaded,
+                        sum(map(len, seed.values())),
+                    )
         except Exception as e:  # NftError, or libnftables missing: keep serving what is loaded
             self.apply_errors += 1
             log.error("nftables table not loaded (%s): %s", why, e)

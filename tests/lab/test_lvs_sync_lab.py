@@ -3,8 +3,10 @@ keeps going through the backup director after the primary's public link goes dow
 lost line; without syncdaemon the same session is reset by the new director (what the sync buys).
 
 The fault is the primary's public link going down at the switch (Node.link_down): the backup hears no
-beat and takes over after deadtime. Direct routing has no conntrack on the director, so nothing to sync:
-a session survives with sh (the same hash on both directors) and not with rr (xfail, strict).
+beat and takes over after deadtime. Direct routing has no conntrack on the director: a session's choice
+of real server is a pin in the active director's table, which syncdaemon = 1 copies to the backup every
+second (net/tablesync.py). With rr a session survives with the sync and is reset without it; with sh it
+survives without any sync (the same hash on both directors).
 """
 
 from __future__ import annotations
@@ -156,6 +158,10 @@ class SyncPair:
         sync = self.status(name)["sync"]
         return bool(sync and sync["running"])
 
+    def table_snapshots(self, name: str) -> int:
+        """Complete snapshots of the partner's table director ``name`` received (direct routing)."""
+        return int(self.status(name)["sync"]["table"]["snapshots_received"])
+
     def external_cache(self, name: str) -> str:
         """conntrackd -e on director ``name``: the connections its peer synced to it."""
         done = self.lvs.node(name).run("conntrackd", "-C", self.conntrackd_conf(name), "-e", check=False)
@@ -179,10 +185,12 @@ def nat_lab() -> Iterator[LvsLab]:
         yield lvs
 
 
-def failover_under_a_session(pair: SyncPair, synced: bool) -> Session:
+def failover_under_a_session(pair: SyncPair, synced: bool, table_synced: bool = False) -> Session:
     """Hold a session, fail the primary's public link, keep the session going AFTER seconds past the
-    takeover; the session as it ended. ``synced``: first wait until the backup's conntrackd has it."""
+    takeover; the session as it ended. ``synced``: first wait until the backup's conntrackd has it;
+    ``table_synced`` (direct routing): until the backup has two snapshots of the table taken after it."""
     lvs = pair.lvs
+    before = pair.table_snapshots("backup") if table_synced else 0
     held = lvs.hold()
     assert held.alive()
     session = Session(held)
@@ -191,6 +199,8 @@ def failover_under_a_session(pair: SyncPair, synced: bool) -> Session:
     if synced:
         sport = f"sport={held.sock.getsockname()[1]} "
         poll(lambda: sport in pair.external_cache("backup"), 10, "the session in the backup's external cache")
+    if table_synced:
+        poll(lambda: pair.table_snapshots("backup") >= before + 2, 10, "the session's pin at the backup")
     lvs.primary.link_down("eth0")
     fault = time.monotonic()
     took = poll(lambda: lvs.holds("backup", VIP), DEADTIME + 10, "the backup holding the VIP")
@@ -249,22 +259,17 @@ def direct_lab() -> Iterator[LvsLab]:
         yield lvs
 
 
-RR_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="direct routing with rr: the director's table is a netdev ingress table without conntrack, and "
-    "the connection's pin (client address and port -> real server) is in a dynamic set of the old "
-    "director's nftables table, which conntrackd does not sync; the new director schedules the first "
-    "mid-stream packet afresh (rr from its first server) and that server resets it",
-)
-
-
-@pytest.mark.parametrize("scheduler", [pytest.param("rr", marks=RR_XFAIL), "sh"])
-def test_direct_routing_session_across_the_failover(direct_lab: LvsLab, scheduler: str) -> None:
-    """sh survives without any sync: the choice is a hash of the client's address, the same on both
-    directors, and the real server (not the director) holds the connection's state."""
+@pytest.mark.parametrize(("scheduler", "sync"), [("rr", True), ("rr", False), ("sh", False)])
+def test_direct_routing_session_across_the_failover(direct_lab: LvsLab, scheduler: str, sync: bool) -> None:
+    """rr with syncdaemon = 1: the session's pin (client address and port . real server) reached the
+    backup's cache before the fault, and the backup's table is loaded with it on takeover. rr without
+    sync: the new director schedules the first mid-stream packet afresh (rr from its first server) and
+    that server resets it. sh survives without any sync: the choice is a hash of the client's address,
+    the same on both directors, and the real server (not the director) holds the connection's state."""
     lvs = direct_lab
     pair = SyncPair(lvs)
-    lvs.write_config(lvs.lvs_cf(syncdaemon=True, syncd_iface="eth0", scheduler=scheduler))
+    extra: dict[str, Any] = {"syncdaemon": True, "syncd_iface": "eth0"} if sync else {}
+    lvs.write_config(lvs.lvs_cf(scheduler=scheduler, **extra))
     try:
         for name in lvs.rs:
             lvs.start_rs(name)
@@ -274,10 +279,22 @@ def test_direct_routing_session_across_the_failover(direct_lab: LvsLab, schedule
         poll(lambda: all(pair.health(s) == "up" for s in REAL_SERVERS), 15, "real servers up")
         if scheduler == "rr":  # rr's first two choices: the held session goes to the third server
             assert [lvs.connect_one(), lvs.connect_one()] == ["rs1", "rs2"]
-        session = failover_under_a_session(pair, synced=False)  # nothing of it is in conntrack to sync
-        print(f"direct routing, {scheduler}: the session was on {session.held.name}")
+        if sync:
+            poll(lambda: pair.status("backup")["sync"]["table"]["listening"], 10, "the backup's table sync")
+        # nothing of it is in conntrack: conntrackd has nothing to sync
+        session = failover_under_a_session(pair, synced=False, table_synced=sync)
+        print(f"direct routing, {scheduler}, sync={sync}: the session was on {session.held.name}")
+        if scheduler == "rr" and not sync:
+            assert session.held.name == "rs3"
+            assert session.error == "reset", session.error
+            return
         assert session.error is None, f"the session ended: {session.error}"
         assert session.lines_in_order() and len(session.echoed) == len(session.sent)
+        if sync:
+            table = pair.status("backup")["sync"]["table"]
+            assert table["seeded"] and table["seeded"] >= 3, table  # rs1's, rs2's and the session's pins
+            assert table["sending"] and table["dropped"] == 0, table
+            assert "           table to" in lvs.pulse.ask("backup", "status").stdout
     finally:
         pair.stop()
 
