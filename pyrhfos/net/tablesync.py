@@ -230,18 +230,25 @@ class TableSync:
                         await self.send_snapshot()
                     except Exception as e:  # never the daemon's end: logged, shown, tried next second
                         self._error(f"snapshot not sent: {e}")
-            await asyncio.sleep(max(0.05, started + self.interval - self.now()))
+            spent = self.now() - started
+            # every interval, or twice the time a snapshot takes: at most half a core for a huge table
+            await asyncio.sleep(max(0.05, self.interval - spent, spent))
+
+    def _prepare(self, snapshot: int, seq: int) -> tuple[pinwire.Encoded, int]:
+        """In a thread: list the table and encode it (about 10 us an element: off the event loop, so
+        a large table never delays a heartbeat)."""
+        elements, left_out = snapshot_elements(self.lister(), self.max_snapshot)
+        return pinwire.encode(
+            elements, session=self.session, seq=seq, snapshot=snapshot, key=self.key
+        ), left_out
 
     async def send_snapshot(self) -> int:
-        """List the table (in a thread), send it; the number of datagrams sent."""
-        listed = await asyncio.to_thread(self.lister)
+        """List the table and encode it (in a thread), send it; the number of datagrams sent."""
+        snapshot = (self.snapshot + 1) & 0xFFFFFFFF
+        out, left_out = await asyncio.to_thread(self._prepare, snapshot, self.seq)
         if not self.active or self._transport is None:  # released while listing
             return 0
-        elements, left_out = snapshot_elements(listed, self.max_snapshot)
-        self.snapshot = (self.snapshot + 1) & 0xFFFFFFFF
-        out = pinwire.encode(
-            elements, session=self.session, seq=self.seq, snapshot=self.snapshot, key=self.key
-        )
+        self.snapshot = snapshot
         self.seq += len(out.datagrams)
         for data in out.datagrams:
             self._transport.sendto(data, (str(self.peer), self.port))
