@@ -8,8 +8,8 @@ set) to the partner's sync address (as conntrackd's: private when both are set) 
 The standby keeps what it hears from that address only: each element until its expiry, at most
 ``max_cache`` of them, and whatever a complete snapshot no longer holds goes. On takeover the director
 hands ``seed()`` to NftEngine.replace, which loads the elements of sets the new table has, for backends
-still in it. A connection newer than the last snapshot that arrived (at most about a second) is
-scheduled afresh by the new director.
+still in it. A connection newer than the last snapshot that arrived (a second old at most; more for a
+table that takes over half a second to list and encode) is scheduled afresh by the new director.
 
 A recorded datagram of an earlier session (a restarted sender) is accepted once; within a session an
 older sequence number is dropped. Its elements point at backends of the new table only (nft.py), so the
