@@ -23,7 +23,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from ..config.model import Config, NetworkMode
+from ..config.model import Config
 from ..core.vocab import Role
 from .conntrack import set_sysctl
 
@@ -57,7 +57,7 @@ class SyncSettings:
     port: int
     interface: str | None  # syncd_iface
     protocols: tuple[str, ...]  # the virtuals' protocols, upper case: TCP, UDP
-    ignore: tuple[IPv4Address, ...]  # the directors' own addresses, VIPs, nat_router, 127.0.0.1
+    accept: tuple[IPv4Address, ...]  # the real servers and sorry servers of the active virtuals
     lock_file: Path
     socket_path: Path
     log_file: Path
@@ -91,26 +91,27 @@ def sync_addresses(cfg: Config, role: Role) -> tuple[IPv4Address, IPv4Address]:
     return own, peer
 
 
-def ignored_addresses(cfg: Config) -> tuple[IPv4Address, ...]:
-    """Flows from or to these are the directors' own (heartbeats, probes, sync), not the virtuals':
-    both directors' public, private and shared addresses, every VIP, nat_router and loopback."""
-    found: list[IPv4Address] = [IPv4Address("127.0.0.1")]
-    found += [
-        a
-        for a in (
-            cfg.primary,
-            cfg.primary_private,
-            cfg.primary_shared,
-            cfg.backup,
-            cfg.backup_private,
-            cfg.backup_shared,
-        )
-        if a is not None
-    ]
-    found += [v.address.ip for v in cfg.virtuals if v.address is not None]
-    if cfg.network is NetworkMode.NAT and cfg.nat_router is not None:
-        found.append(cfg.nat_router.ip)
-    return tuple(dict.fromkeys(a for a in found if a != IPv4Address(0)))
+def accepted_addresses(cfg: Config) -> tuple[IPv4Address, ...]:
+    """The sources a virtual's flow has: conntrackd's address filter looks at a flow's original source
+    and its reply source, and the reply of a NAT'ed connection comes from its real server (or the sorry
+    server). Accepting only those syncs the virtuals' connections and nothing else the director routes
+    or runs (heartbeats, probes, the sync itself). A director's own address is never one of them."""
+    own = {
+        cfg.primary,
+        cfg.primary_private,
+        cfg.primary_shared,
+        cfg.backup,
+        cfg.backup_private,
+        cfg.backup_shared,
+    }
+    found: list[IPv4Address] = []
+    for v in cfg.virtuals:
+        if not v.active:
+            continue
+        found += [s.address for s in v.servers if s.active and s.address is not None]
+        if v.sorry_server is not None:
+            found.append(v.sorry_server)
+    return tuple(dict.fromkeys(a for a in found if a != IPv4Address(0) and a not in own))
 
 
 def settings(cfg: Config, role: Role, run_dir: Path | str) -> SyncSettings:
@@ -130,7 +131,7 @@ def settings(cfg: Config, role: Role, run_dir: Path | str) -> SyncSettings:
         port=BASE_PORT + syncd_id,
         interface=cfg.syncd_iface,
         protocols=protocols,
-        ignore=ignored_addresses(cfg),
+        accept=accepted_addresses(cfg),
         lock_file=run / "conntrackd.lock",
         socket_path=run / "conntrackd.ctl",
         log_file=run / "conntrackd.log",
@@ -176,8 +177,8 @@ def render(s: SyncSettings) -> str:
         "\t\tProtocol Accept {",
         *(f"\t\t\t{v(p)}" for p in s.protocols),
         "\t\t}",
-        "\t\tAddress Ignore {",
-        *(f"\t\t\tIPv4_address {v(a)}" for a in s.ignore),
+        "\t\tAddress Accept {",
+        *(f"\t\t\tIPv4_address {v(a)}" for a in s.accept),
         "\t\t}",
         "\t}",
         "}",

@@ -20,8 +20,8 @@ from pyrhfos.net import conntrackd
 from pyrhfos.net.conntrackd import (
     ConntrackdProcess,
     SyncConfigError,
+    accepted_addresses,
     for_director,
-    ignored_addresses,
     render,
     settings,
     sync_addresses,
@@ -54,15 +54,17 @@ def test_private_addresses_when_both_directors_have_one_else_public() -> None:
         sync_addresses(nat_cfg(backup=None, backup_private=None), Role.PRIMARY)
 
 
-def test_filter_ignores_the_directors_own_addresses_vips_nat_router_and_loopback() -> None:
+def test_filter_accepts_only_the_virtuals_real_and_sorry_servers() -> None:
     cfg = nat_cfg()
-    ignored = {str(a) for a in ignored_addresses(cfg)}
+    accepted = {str(a) for a in accepted_addresses(cfg)}
+    reals = {str(s.address) for v in cfg.virtuals if v.active for s in v.servers if s.active}
+    reals |= {str(v.sorry_server) for v in cfg.virtuals if v.active and v.sorry_server is not None}
+    directors = {"172.25.30.14", "172.25.30.15", "192.168.122.246", "192.168.122.247"}
+    assert accepted == reals - directors, "a NAT'ed flow's reply comes from a real server: it is synced"
+    assert not accepted & directors, "the directors' own flows (heartbeats, probes, sync) are not"
     vips = {str(v.address.ip) for v in cfg.virtuals if v.address is not None}
-    assert {"127.0.0.1", "172.25.30.14", "172.25.30.15", "192.168.122.246", "192.168.122.247"} <= ignored
-    assert vips <= ignored and "192.168.122.254" in ignored
-    reals = {str(s.address) for v in cfg.virtuals for s in v.servers} - {"192.168.122.246"}  # a director too
-    assert reals and not reals & ignored, "a NAT'ed flow's reply comes from a real server: it must be synced"
-    assert len(ignored) == len(ignored_addresses(cfg)), "each address once"
+    assert not accepted & vips
+    assert len(accepted) == len(accepted_addresses(cfg)), "each address once"
 
 
 def test_rendered_file_has_ftfw_over_udp_the_filter_and_per_instance_files(tmp_path: Path) -> None:
@@ -77,8 +79,8 @@ def test_rendered_file_has_ftfw_over_udp_the_filter_and_per_instance_files(tmp_p
     assert f"Path {tmp_path / 'b' / 'conntrackd.ctl'}\n" in text
     protocols = text.split("Protocol Accept {", 1)[1].split("}", 1)[0].split()
     assert protocols == sorted({v.protocol.upper() for v in cfg.virtuals if v.active})
-    ignore = text.split("Address Ignore {", 1)[1].split("}", 1)[0]
-    assert ignore.count("IPv4_address") == len(ignored_addresses(cfg))
+    accept = text.split("Address Accept {", 1)[1].split("}", 1)[0]
+    assert accept.count("IPv4_address") == len(accepted_addresses(cfg)) and "Address Ignore" not in text
     assert text.count("{") == text.count("}")
     other = render(settings(cfg, Role.PRIMARY, tmp_path / "a"))
     assert "conntrackd.lock" in other and str(tmp_path / "b") not in other, "two lab directors never collide"
