@@ -4,10 +4,11 @@ or command), a clock the test moves. Nothing here touches the network."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Any
 
 from pyrhfos.config import digest
 from pyrhfos.config.model import Config
@@ -75,3 +76,50 @@ def build(
     return Rig(daemon, transport, clock, str(partner_ip))
 
 
+# -- an LVS director's collaborators, recorded (tests/daemon/test_director*.py) ---------------------
+
+
+class RecordingEngine:
+    """net/nft.NftEngine's calls in order into ``log``: "table" (or "table+seed") and "no table"."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+        self.tables: list[list[dict[str, Any]]] = []
+        self.seeds: list[Mapping[str, Sequence[Any]] | None] = []
+        self.sizes: dict[str, int] = {}
+
+    def replace(
+        self, commands: Sequence[dict[str, Any]], seed: Mapping[str, Sequence[Any]] | None = None
+    ) -> int:
+        self.log.append("table" if seed is None else "table+seed")
+        self.tables.append(list(commands))
+        self.seeds.append(seed)
+        return 1
+
+    def remove(self) -> bool:
+        self.log.append("no table")
+        return True
+
+    def set_sizes(self) -> dict[str, int]:
+        return dict(self.sizes)
+
+
+class RecordingVips:
+    """net/vip.VipManager's batch calls into ``log``: "up IP", "down IP"."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def add_all(self, vips: Any, lifetime: Any) -> list[tuple[IPv4Address, int, bool]]:
+        self.log += [f"up {ip}" for ip, _, _ in vips]
+        return [(ip, 24, True) for ip, _, _ in vips]
+
+    def remove_all(self, vips: Any) -> list[bool]:
+        self.log += [f"down {ip}" for ip, _ in vips]
+        return [True for _ in vips]
+
+    def renew_all(self, vips: Any, lifetime: int) -> list[IPv4Address]:
+        return []
+
+    def interface_mac(self, interface: str) -> str:
+        return "02:00:00:00:00:01"

@@ -10,7 +10,7 @@ from ipaddress import IPv4Address
 from typing import Any
 
 import pytest
-from rig import Clock
+from rig import Clock, RecordingEngine, RecordingVips
 
 from pyrhfos.config import loads
 from pyrhfos.config.model import Config
@@ -79,26 +79,16 @@ class World:
     """Everything the director did, in order."""
 
     log: list[str] = field(default_factory=list)
-    tables: list[list[dict[str, Any]]] = field(default_factory=list)
     flushed: list[tuple[IPv4Address, int]] = field(default_factory=list)
     counts: dict[tuple[IPv4Address, int], tuple[int, int]] = field(default_factory=dict)
-    sizes: dict[str, int] = field(default_factory=dict)
+    engine: RecordingEngine = field(init=False)
 
+    def __post_init__(self) -> None:
+        self.engine = RecordingEngine(self.log)
 
-class FakeEngine:
-    def __init__(self, world: World) -> None:
-        self.w = world
-
-    def replace(self, commands: list[dict[str, Any]]) -> None:
-        self.w.log.append("table")
-        self.w.tables.append(commands)
-
-    def remove(self) -> bool:
-        self.w.log.append("no table")
-        return True
-
-    def set_sizes(self) -> dict[str, int]:
-        return dict(self.w.sizes)
+    @property
+    def tables(self) -> list[list[dict[str, Any]]]:
+        return self.engine.tables
 
 
 class FakeTracker:
@@ -121,25 +111,6 @@ class FakeTracker:
         return []
 
 
-class FakeVips:
-    def __init__(self, world: World) -> None:
-        self.w = world
-
-    def add_all(self, vips: Any, lifetime: Any) -> list[tuple[IPv4Address, int, bool]]:
-        self.w.log += [f"up {ip}" for ip, _, _ in vips]
-        return [(ip, 24, True) for ip, _, _ in vips]
-
-    def remove_all(self, vips: Any) -> list[bool]:
-        self.w.log += [f"down {ip}" for ip, _ in vips]
-        return [True for _ in vips]
-
-    def renew_all(self, vips: Any, lifetime: int) -> list[IPv4Address]:
-        return []
-
-    def interface_mac(self, interface: str) -> str:
-        return "02:00:00:00:00:01"
-
-
 def director(cfg: Config, world: World, results: dict[str, bool] | None = None) -> Director:
     async def prober(v: Any, host: str, port: int) -> ProbeResult:
         ok = (results or {}).get(host, True)
@@ -147,10 +118,10 @@ def director(cfg: Config, world: World, results: dict[str, bool] | None = None) 
 
     d = Director(
         cfg,
-        FakeVips(world),
+        RecordingVips(world.log),
         1.0,
         Clock(),
-        engine=FakeEngine(world),
+        engine=world.engine,
         tracker=FakeTracker(world),
         prober=prober,
     )  # type: ignore[arg-type]
@@ -276,7 +247,7 @@ def test_direct_routing_counts_connections_from_the_pin_sets() -> None:
     d = director(config(network="direct"), w)
     probe_all(d, {})
     asyncio.run(d.acquire())
-    w.sizes = {pin_set("http", "rs1"): 7}
+    w.engine.sizes = {pin_set("http", "rs1"): 7}
     counts = asyncio.run(d.count_connections())
     assert counts is not None and counts[("http", "rs1")] == (7, 0) and counts[("http", "rs2")] == (0, 0)
 

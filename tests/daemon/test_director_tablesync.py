@@ -8,10 +8,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Mapping, Sequence
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
+
+from rig import RecordingEngine, RecordingVips
 
 from pyrhfos.config import loads
 from pyrhfos.config.model import Config, NetworkMode
@@ -55,42 +56,6 @@ def config(**changes: Any) -> Config:
     return dataclasses.replace(cfg, **changes)
 
 
-class FakeEngine:
-    def __init__(self, log: list[str]) -> None:
-        self.log = log
-        self.seeds: list[Mapping[str, Sequence[Any]] | None] = []
-
-    def replace(
-        self, commands: Sequence[dict[str, Any]], seed: Mapping[str, Sequence[Any]] | None = None
-    ) -> int:
-        self.log.append("table" if seed is None else "table+seed")
-        self.seeds.append(seed)
-        return 1
-
-    def remove(self) -> bool:
-        self.log.append("no table")
-        return True
-
-    def set_sizes(self) -> dict[str, int]:
-        return {}
-
-
-class FakeVips:
-    def __init__(self, log: list[str]) -> None:
-        self.log = log
-
-    def add_all(self, vips: Any, lifetime: Any) -> list[tuple[IPv4Address, int, bool]]:
-        self.log += [f"up {ip}" for ip, _, _ in vips]
-        return [(ip, 24, True) for ip, _, _ in vips]
-
-    def remove_all(self, vips: Any) -> list[bool]:
-        self.log += [f"down {ip}" for ip, _ in vips]
-        return [True for _ in vips]
-
-    def renew_all(self, vips: Any, lifetime: int) -> list[IPv4Address]:
-        return []
-
-
 class FakeTableSync:
     def __init__(self, log: list[str]) -> None:
         self.log = log
@@ -116,9 +81,9 @@ class FakeTableSync:
                 "last_error": None, "last_error_time": None}  # fmt: skip
 
 
-def director(log: list[str], table_sync: FakeTableSync | None) -> tuple[Director, FakeEngine]:
-    engine = FakeEngine(log)
-    vips: Any = FakeVips(log)  # a recording, not net/vip's VipManager
+def director(log: list[str], table_sync: FakeTableSync | None) -> tuple[Director, RecordingEngine]:
+    engine = RecordingEngine(log)
+    vips: Any = RecordingVips(log)  # a recording, not net/vip's VipManager
     d = Director(config(), vips, 1.0, time.monotonic, engine=engine, tracker=None, table_sync=table_sync)
     d.announce = lambda services=None: 0  # type: ignore[method-assign]  # no ARP frames on fakes
     return d, engine

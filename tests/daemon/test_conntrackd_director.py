@@ -11,6 +11,8 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
+from rig import RecordingEngine, RecordingVips
+
 from pyrhfos.config import loads
 from pyrhfos.config.model import Config
 from pyrhfos.core.vocab import Role
@@ -55,37 +57,6 @@ def config(**changes: Any) -> Config:
     return dataclasses.replace(cfg, **changes)
 
 
-class FakeEngine:
-    def __init__(self, log: list[str]) -> None:
-        self.log = log
-
-    def replace(self, commands: Any) -> None:
-        self.log.append("table")
-
-    def remove(self) -> bool:
-        self.log.append("no table")
-        return True
-
-    def set_sizes(self) -> dict[str, int]:
-        return {}
-
-
-class FakeVips:
-    def __init__(self, log: list[str]) -> None:
-        self.log = log
-
-    def add_all(self, vips: Any, lifetime: Any) -> list[tuple[IPv4Address, int, bool]]:
-        self.log += [f"up {ip}" for ip, _, _ in vips]
-        return [(ip, 24, True) for ip, _, _ in vips]
-
-    def remove_all(self, vips: Any) -> list[bool]:
-        self.log += [f"down {ip}" for ip, _ in vips]
-        return [True for _ in vips]
-
-    def renew_all(self, vips: Any, lifetime: int) -> list[IPv4Address]:
-        return []
-
-
 class FakeSync:
     def __init__(self, log: list[str]) -> None:
         self.log = log
@@ -108,7 +79,7 @@ class FakeSync:
 
 
 def director(log: list[str], sync: FakeSync | None) -> Director:
-    fakes: Any = (FakeVips(log), FakeEngine(log))  # recordings, not the net/ classes
+    fakes: Any = (RecordingVips(log), RecordingEngine(log))  # recordings, not the net/ classes
     d = Director(config(), fakes[0], 1.0, time.monotonic, engine=fakes[1], tracker=None, sync=sync)
     d.announce = lambda services=None: 0  # type: ignore[method-assign]  # no ARP frames on fakes
     return d
