@@ -304,13 +304,10 @@ class Director(ServiceSet):
 
     # -- reload -----------------------------------------------------------------
 
-    def reconcile(self, plan: ReloadPlan, failovers: Iterable[Failover], deadtime: float) -> list[Service]:
-        raise NotImplementedError("use reconfigure")
-
-    def reconfigure(self, cfg: Config, plan: ReloadPlan) -> list[Service]:
+    def reconcile(self, plan: ReloadPlan, cfg: Config) -> list[Service]:
         """A reload: the new held addresses, servers and table (one transaction); unchanged servers keep
         their health and their connections."""
-        added = super().reconcile(plan, held_blocks(cfg), cfg.deadtime)
+        added = super().reconcile(plan, cfg)
         self.cfg = cfg
         for action in self.nanny.reconcile(members(cfg)):
             self._act(action)

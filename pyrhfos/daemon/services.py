@@ -314,13 +314,17 @@ class ServiceSet:
                 s.garp.close()
             del self.services[s.name]
 
-    def reconcile(self, plan: ReloadPlan, failovers: Iterable[Failover], deadtime: float) -> list[Service]:
+    def reconcile(self, plan: ReloadPlan, cfg: Config) -> list[Service]:
         """After retire: the new file's services in its order, the kept ones untouched; the added ones."""
-        self.deadtime = deadtime
+        self.deadtime = cfg.deadtime
         kept = {name: self.services[name] for name in plan.kept}
-        fresh = {f.name: kept.get(f.name) or Service(f) for f in failovers if f.active}
+        fresh = {f.name: kept.get(f.name) or Service(f) for f in self.blocks(cfg) if f.active}
         self.services = fresh
         return [fresh[name] for name in plan.added]
+
+    async def run(self) -> None:
+        """Work of the set's own while the daemon runs: none for failover services (the Monitor
+        probes them); a director probes its real servers (daemon/director.py)."""
 
     def virtual_status(self, stamp: Callable[[float | None], float | None]) -> list[dict[str, Any]]:
         """LVS virtual servers (daemon/director.py); a FOS node has none."""

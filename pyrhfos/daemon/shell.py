@@ -125,9 +125,8 @@ class Daemon:
             asyncio.create_task(self._worker()),
             asyncio.create_task(self.monitor.run()),
             asyncio.create_task(self.services.prepare_frames()),
+            asyncio.create_task(self.services.run()),
         ]
-        if isinstance(self.services, Director):
-            tasks.append(asyncio.create_task(self.services.run()))
         if self.watching_links:
             self.restart_link_watch()
         self.feed(c.Start())
@@ -340,17 +339,13 @@ class Daemon:
             message = f"{e.render(path)}; reload refused: keeping the running configuration and VIPs"
             log.error("%s", message)
             return False, message
-        wanted = self.services.blocks(new)
-        todo = plan(self.services.failovers, wanted)
+        todo = plan(self.services.failovers, self.services.blocks(new))
         serving = self.machine.state is State.ACTIVE
         await self.services.retire(todo.removed, serving)
         self.cfg = new
         self.link.config_changed(digest(new), new.serial_no or 0)
         self.machine.timers = timers(new, self.opts)
-        if isinstance(self.services, Director):
-            added = self.services.reconfigure(new, todo)  # the table follows in the same step
-        else:
-            added = self.services.reconcile(todo, wanted, new.deadtime)
+        added = self.services.reconcile(todo, new)  # a director's table follows in the same step
         await self.services.prepare_frames()
         failed = await self.services.acquire(added) if serving and added else []
         self.watching_links = watch_links(new)

@@ -219,7 +219,7 @@ def test_reload_adding_a_server_is_one_transaction_and_keeps_known_health() -> N
     rs3 = replace(http.servers[0], name="rs3", address=IPv4Address("198.51.100.13"))
     new = replace(cfg, virtuals=(replace(http, servers=(*http.servers, rs3)), cfg.virtuals[1]))
     before = len(w.tables)
-    d.reconfigure(new, plan(d.failovers, d.blocks(new)))
+    d.reconcile(plan(d.failovers, d.blocks(new)), new)
     assert len(w.tables) == before + 1
     assert {m.server for m, _ in d.nanny.in_effect("http")} == {"rs1", "rs2"}  # rs3 not probed yet
     probe_all(d, {})
